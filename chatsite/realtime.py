@@ -1,0 +1,39 @@
+"""The one realtime seam: services send channel-layer events only through here,
+and only after their transaction commits (like Zulip's send_event_on_commit)."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def send_on_commit(group: str, event: dict) -> None:
+    """Send ``event`` to ``group`` once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: group_send(group, event))
+
+
+def group_send(group: str, event: dict) -> None:
+    """Send now, from sync code (a service running in the ORM thread, a view, a command)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, event)
+    except Exception:
+        # The record is already committed; clients recover a lost broadcast with `since`.
+        logger.exception("group_send to %s failed", group)
+
+
+async def agroup_send(group: str, event: dict) -> None:
+    """Send from async code (a consumer), for events that have no database record."""
+    await get_channel_layer().group_send(group, event)

@@ -1,0 +1,317 @@
+"""The chat socket: translates frames into calls of services and selectors.
+
+Each client frame makes at most one database_sync_to_async crossing (a join of a room
+this process has not seen yet makes two: resolve the room, then recover). Channel-layer
+events carry a frame already encoded by whoever sent it, and are forwarded as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chatsite.realtime import agroup_send, room_group, user_group
+from presence import store as presence
+from rooms import frames, policies, selectors, services
+from rooms.errors import ChatError, forbidden
+from rooms.events import (
+    ClientFrame,
+    CloseCode,
+    ErrorCode,
+    encode,
+    error_frame,
+    history_frame,
+    joined_frame,
+    left_frame,
+    pong_frame,
+    presence_frame,
+    room_presence_event,
+    room_typing_event,
+    rooms_frame,
+    typing_frame,
+    welcome_frame,
+)
+from rooms.models import Room
+
+logger = logging.getLogger(__name__)
+
+# Rooms this process has resolved (public ones only: a private room's membership is
+# checked on every join). Lets a join subscribe before its one database crossing.
+ROOM_CACHE_SECONDS = 60.0
+_public_rooms: dict[str, tuple[Room, float]] = {}
+
+
+@dataclass
+class Joined:
+    """A room this socket is in."""
+
+    room: Room
+    # With `since`, the ids just recovered: live copies of them that were queued while
+    # the join ran are dropped, so nothing arrives twice.
+    recovered: set[int] = field(default_factory=set)
+    recovered_max: int = 0
+    # False after a join that answered `more`: the client must join again with `since`
+    # before live messages resume, or it would skip the gap.
+    live: bool = True
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = None
+        self.connection_id = uuid.uuid4().hex
+        self.joined: dict[str, Joined] = {}  # by room slug
+        self.joined_by_id: dict[int, Joined] = {}
+        self.bucket = policies.Bucket(tokens=float(settings.CHAT_RATE_BURST), updated=time.monotonic())
+        self.strikes = 0
+        self.accepted = False
+
+    # --- dispatch ------------------------------------------------------------------
+
+    async def dispatch(self, message):
+        # Channels runs `aclose_old_connections()` (a hop to the ORM thread and back)
+        # before every handler. Ours never touch the ORM outside database_sync_to_async,
+        # which closes stale connections itself, so the hop is skipped (PITFALLS.md).
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # before accept: the client gets HTTP 403
+            return
+        self.user = user
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        await self.accept()
+        self.accepted = True
+        await self.send_frame(
+            welcome_frame(connection_id=self.connection_id, user=user.get_username(), heartbeat=settings.CHAT_HEARTBEAT)
+        )
+
+    async def disconnect(self, code):
+        # Idempotent and safe after a refused connect. It may never run (a killed
+        # process), so presence must not depend on it alone (see presence/).
+        if self.user is None:
+            return
+        for joined in list(self.joined.values()):
+            await self._leave(joined)
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        self.user = None
+
+    # --- client frames -------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        limit = settings.CHAT_MAX_FRAME_BYTES
+        if text_data is not None:
+            # A character is at most 4 bytes: encode only when the text could be too large.
+            size = len(text_data) if len(text_data) * 4 <= limit else len(text_data.encode())
+        else:
+            size = len(bytes_data or b"")
+        if size > limit:
+            await self.close(code=CloseCode.TOO_LARGE)
+            return
+        if not await self._rate_allow():
+            return
+        frame = None
+        try:
+            if text_data is None:
+                raise ChatError(ErrorCode.BAD_JSON, "frames must be UTF-8 text, not binary")
+            frame = frames.decode(text_data)
+            handler = self.handlers.get(frame["type"])
+            if handler is None:
+                raise ChatError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{frame['type'][:64]}'")
+            await handler(self, frame)
+        except ChatError as exc:
+            await self.send_frame(error_frame(code=exc.code, message=exc.message, ref=frames.ref(frame)))
+        except Exception:
+            logger.exception("frame handling failed on connection %s", self.connection_id)
+            await self.send_frame(
+                error_frame(code=ErrorCode.INTERNAL, message="server error; try again", ref=frames.ref(frame))
+            )
+
+    async def _rate_allow(self) -> bool:
+        allowed, self.bucket = policies.rate_take(
+            bucket=self.bucket,
+            now=time.monotonic(),
+            rate=settings.CHAT_RATE_PER_SECOND,
+            burst=settings.CHAT_RATE_BURST,
+        )
+        if allowed:
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        if policies.flood_close(strikes=self.strikes, limit=settings.CHAT_FLOOD_STRIKES):
+            logger.info("closing flooding connection %s", self.connection_id)
+            await self.close(code=CloseCode.FLOOD)
+        elif self.strikes == 1 or self.strikes % 5 == 0:
+            await self.send_frame(
+                error_frame(
+                    code=ErrorCode.RATE_LIMITED,
+                    message="too many frames; slow down or the connection is closed",
+                    ref=None,
+                )
+            )
+        return False
+
+    async def on_join(self, frame: dict) -> None:
+        slug = frames.room_slug(frame)
+        since = frames.optional_message_id(frame, "since")
+        room = await self._room_for_join(slug)
+        # Subscribe before reading: anything committed after the read arrives live.
+        await self.channel_layer.group_add(room_group(room.id), self.channel_name)
+        try:
+            state = await database_sync_to_async(services.room_join_state)(
+                room=room, since=since, recovery_limit=settings.CHAT_RECOVERY_LIMIT
+            )
+        except BaseException:
+            if room.id not in self.joined_by_id:
+                await self.channel_layer.group_discard(room_group(room.id), self.channel_name)
+            raise
+        joined = Joined(room=room, live=not state["more"])
+        joined.recovered = {m["id"] for m in state["messages"]}
+        joined.recovered_max = max(joined.recovered, default=0)
+        self.joined[slug] = self.joined_by_id[room.id] = joined
+        first, online = await presence.room_enter(
+            room_id=room.id, user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
+        )
+        await self.send_frame(joined_frame(room=slug, online=online, last_id=state["last_id"], more=state["more"]))
+        for message in state["messages"]:
+            await self.send(text_data=encode(message))
+        if first:
+            await self._presence(room, "join")
+
+    async def _room_for_join(self, slug: str) -> Room:
+        cached = _public_rooms.get(slug)
+        if cached and time.monotonic() - cached[1] < ROOM_CACHE_SECONDS:
+            return cached[0]
+        room = await database_sync_to_async(services.room_resolve)(user=self.user, slug=slug)
+        if room.is_public:
+            _public_rooms[slug] = (room, time.monotonic())
+        return room
+
+    async def on_leave(self, frame: dict) -> None:
+        slug = frames.room_slug(frame)
+        joined = self.joined.get(slug)
+        if joined is not None:
+            await self._leave(joined)
+        await self.send_frame(left_frame(room=slug))
+
+    async def _leave(self, joined: Joined) -> None:
+        room = joined.room
+        self.joined.pop(room.slug, None)
+        self.joined_by_id.pop(room.id, None)
+        await self.channel_layer.group_discard(room_group(room.id), self.channel_name)
+        last = await presence.room_exit(
+            room_id=room.id, user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
+        )
+        if last:
+            await self._presence(room, "leave")
+
+    async def _presence(self, room: Room, event: str) -> None:
+        text = encode(presence_frame(room=room.slug, user=self.user.get_username(), event=event))
+        await agroup_send(room_group(room.id), room_presence_event(room_id=room.id, text=text))
+
+    def _joined_room(self, frame: dict) -> Joined:
+        slug = frames.room_slug(frame)
+        joined = self.joined.get(slug)
+        if joined is None:
+            raise forbidden(f"join room '{slug}' first")
+        return joined
+
+    async def on_chat(self, frame: dict) -> None:
+        joined = self._joined_room(frame)
+        body = frames.body(frame)
+        client_id = frames.client_id(frame)
+        message, created = await database_sync_to_async(services.room_message_create)(
+            room=joined.room, sender=self.user, body=body, client_id=client_id
+        )
+        if not created:
+            await self.send_frame(message)  # a resend: the original, to this socket only
+
+    async def on_private(self, frame: dict) -> None:
+        to = frames.username(frame, "to")
+        body = frames.body(frame)
+        client_id = frames.client_id(frame)
+        message, created = await database_sync_to_async(services.private_message_create)(
+            sender=self.user, to=to, body=body, client_id=client_id
+        )
+        if not created:
+            await self.send_frame(message)
+
+    async def on_history(self, frame: dict) -> None:
+        before = frames.optional_message_id(frame, "before")
+        limit = frames.history_limit(frame)
+        if ("room" in frame) == ("with" in frame):
+            raise ChatError(ErrorCode.INVALID, "history needs exactly one of 'room' or 'with'")
+        if "room" in frame:
+            key, value = "room", frames.room_slug(frame)
+            read, kwargs = selectors.room_history, {"slug": value}
+        else:
+            key, value = "with", frames.username(frame, "with")
+            read, kwargs = selectors.conversation_history, {"with_username": value}
+        messages, has_more = await database_sync_to_async(read)(user=self.user, before=before, limit=limit, **kwargs)
+        await self.send_frame(history_frame(key=key, value=value, messages=messages, has_more=has_more))
+
+    async def on_rooms(self, frame: dict) -> None:
+        rooms = await database_sync_to_async(selectors.rooms_visible)(user=self.user)
+        counts = await presence.rooms_online_counts(room_ids=[r["id"] for r in rooms])
+        await self.send_frame(
+            rooms_frame(rooms=[{"room": r["room"], "title": r["title"], "online": counts[r["id"]]} for r in rooms])
+        )
+
+    async def on_typing(self, frame: dict) -> None:
+        room = self._joined_room(frame).room
+        text = encode(typing_frame(room=room.slug, user=self.user.get_username()))
+        await agroup_send(room_group(room.id), room_typing_event(room_id=room.id, user_id=self.user.pk, text=text))
+
+    async def on_ping(self, frame: dict) -> None:
+        await self.send_frame(pong_frame())
+
+    handlers = {
+        ClientFrame.JOIN: on_join,
+        ClientFrame.LEAVE: on_leave,
+        ClientFrame.CHAT: on_chat,
+        ClientFrame.PRIVATE: on_private,
+        ClientFrame.HISTORY: on_history,
+        ClientFrame.ROOMS: on_rooms,
+        ClientFrame.TYPING: on_typing,
+        ClientFrame.PING: on_ping,
+    }
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=encode(frame))
+
+    # --- channel-layer events: forward the prepared frame ----------------------------
+
+    async def room_message(self, event: dict) -> None:
+        joined = self.joined_by_id.get(event["room_id"])
+        if joined is None or not joined.live:
+            return
+        if joined.recovered:
+            if event["id"] in joined.recovered:
+                return  # already sent by the join's recovery
+            if event["id"] > joined.recovered_max:
+                joined.recovered = set()  # past the recovered range: nothing more to drop
+        await self.send(text_data=event["text"])
+
+    async def room_typing(self, event: dict) -> None:
+        if event["user_id"] != self.user.pk and event["room_id"] in self.joined_by_id:
+            await self.send(text_data=event["text"])
+
+    async def room_presence(self, event: dict) -> None:
+        if event["room_id"] in self.joined_by_id:
+            await self.send(text_data=event["text"])
+
+    async def user_frame(self, event: dict) -> None:
+        await self.send(text_data=event["text"])

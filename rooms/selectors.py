@@ -1,0 +1,84 @@
+"""Reads for rooms and messages. Each returns concrete values (lists, dicts), never a
+lazy QuerySet, so it can be called across database_sync_to_async."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
+
+from accounts.selectors import user_by_username
+from rooms import policies
+from rooms.errors import forbidden, not_found
+from rooms.events import message_frame
+from rooms.models import Conversation, Message, Room
+
+ROOMS_LIST_MAX = 500
+
+
+def room_accessible(*, room: Room, user: AbstractBaseUser) -> bool:
+    """Whether ``user`` may read and join ``room`` (a query only for private rooms)."""
+    is_member = not room.is_public and room.members.filter(pk=user.pk).exists()
+    return policies.room_access(is_public=room.is_public, is_member=is_member, is_creator=room.created_by_id == user.pk)
+
+
+def _page(messages: list[Message], limit: int) -> tuple[list[dict], bool]:
+    """Newest-first rows fetched with limit+1 -> (frames oldest first, has_more)."""
+    has_more = len(messages) > limit
+    return [message_frame(m) for m in reversed(messages[:limit])], has_more
+
+
+def room_history(*, user: AbstractBaseUser, slug: str, before: int | None, limit: int) -> tuple[list[dict], bool]:
+    """Up to ``limit`` messages of a room before id ``before`` (newest if None), oldest first,
+    and whether older ones exist. Two indexed queries; raises not_found / forbidden."""
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise not_found(f"no room '{slug}'")
+    if not room_accessible(room=room, user=user):
+        raise forbidden(f"room '{slug}' is private")
+    rows = room.messages.select_related("sender")
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return _page(list(rows.order_by("-id")[: limit + 1]), limit)
+
+
+def conversation_find(*, user: AbstractBaseUser, other: AbstractBaseUser) -> Conversation | None:
+    low, high = sorted([user.pk, other.pk])
+    return Conversation.objects.filter(user_low_id=low, user_high_id=high).first()
+
+
+def conversation_history(
+    *, user: AbstractBaseUser, with_username: str, before: int | None, limit: int
+) -> tuple[list[dict], bool]:
+    """Private messages between ``user`` and another user, like room_history."""
+    other = user_by_username(username=with_username)
+    if other is None:
+        raise not_found(f"no user '{with_username}'")
+    conversation = conversation_find(user=user, other=other)
+    if conversation is None:
+        return [], False
+    rows = conversation.messages.select_related("sender", "recipient")
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    return _page(list(rows.order_by("-id")[: limit + 1]), limit)
+
+
+def room_messages_since(*, room: Room, since: int, limit: int) -> tuple[list[dict], bool]:
+    """Messages of ``room`` after id ``since``, oldest first, at most ``limit``, and whether
+    more were missed. One indexed range query."""
+    rows = list(room.messages.select_related("sender").filter(id__gt=since).order_by("id")[: limit + 1])
+    return [message_frame(m) for m in rows[:limit]], len(rows) > limit
+
+
+def room_last_id(*, room: Room) -> int | None:
+    return room.messages.order_by("-id").values_list("id", flat=True).first()
+
+
+def rooms_visible(*, user: AbstractBaseUser) -> list[dict]:
+    """The rooms ``user`` may join: {id, room, title}, by name."""
+    rows = (
+        Room.objects.filter(Q(is_public=True) | Q(members=user) | Q(created_by=user))
+        .distinct()
+        .order_by("slug")
+        .values("id", "slug", "title")[:ROOMS_LIST_MAX]
+    )
+    return [{"id": r["id"], "room": r["slug"], "title": r["title"] or r["slug"]} for r in rows]

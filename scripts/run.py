@@ -1,0 +1,77 @@
+"""`make run`: Redis, migrations, a demo superuser on the first run, then daphne.
+
+Redis: REDIS_URL if set, else a private redis-server on a free port under .run/.
+Serves on HOST:PORT (default 127.0.0.1:8000). Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+CREDENTIALS = RUN_DIR / "demo-superuser.txt"
+sys.path.insert(0, str(ROOT))
+
+from chatsite.devservers import daphne_command, start_redis  # noqa: E402
+
+
+def manage(*args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], check=True, cwd=ROOT)
+
+
+def demo_superuser() -> str:
+    """Create the demo superuser on the first run; return how to log in."""
+    if CREDENTIALS.exists():
+        return CREDENTIALS.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    script = (
+        "from django.contrib.auth import get_user_model\n"
+        "User = get_user_model()\n"
+        "u, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
+        f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()\n"
+    )
+    manage("shell", "-c", script)
+    CREDENTIALS.write_text(f"username: admin\npassword: {password}\n")
+    return CREDENTIALS.read_text().strip()
+
+
+def main() -> int:
+    RUN_DIR.mkdir(exist_ok=True)
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    redis = None
+    if not os.environ.get("REDIS_URL"):
+        redis = start_redis(RUN_DIR / "redis")
+        os.environ["REDIS_URL"] = redis.url
+    try:
+        manage("migrate", "--noinput", "-v", "0")
+        credentials = demo_superuser()
+        print(f"\nRedis:  {os.environ['REDIS_URL']}")
+        print(f"Chat:   http://{host}:{port}/")
+        print(f"Admin:  http://{host}:{port}/admin/")
+        print("Demo superuser (also in .run/demo-superuser.txt):")
+        print("  " + credentials.replace("\n", "\n  "))
+        print("Ctrl-C stops the server and Redis.\n", flush=True)
+        daphne = subprocess.Popen(daphne_command(host=host, port=port), cwd=ROOT)
+        try:
+            return daphne.wait()
+        except KeyboardInterrupt:
+            daphne.send_signal(signal.SIGINT)
+            try:
+                daphne.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                daphne.kill()
+            return 0
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

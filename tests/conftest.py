@@ -1,0 +1,132 @@
+"""Shared fixtures. The Redis server is real: chatsite/settings_test.py starts one on a
+free port for the run (or uses REDIS_URL), and every test starts from empty databases."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from accounts.services import token_create
+from chatsite.asgi import application
+
+TIMEOUT = 5  # seconds to wait for an expected frame
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis():
+    """Empty the cache/session and presence databases before each test."""
+    for url in (settings.CACHES["default"]["LOCATION"], settings.PRESENCE_REDIS_URL):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    yield
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., object]:
+    def make(username: str, password: str = "pw-for-tests-123", **extra):
+        return get_user_model().objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+class Client:
+    """A WebsocketCommunicator that speaks JSON frames, with waits that time out."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.ws = communicator
+        self.welcome: dict | None = None
+
+    async def send(self, **frame) -> None:
+        await self.ws.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send_to(text_data=text)
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict:
+        return json.loads(await self.ws.receive_from(timeout=timeout))
+
+    async def recv_type(self, kind: str, timeout: float = TIMEOUT) -> dict:
+        """The next frame of type ``kind``; fails on any other frame in between."""
+        frame = await self.recv(timeout)
+        assert frame["type"] == kind, frame
+        return frame
+
+    async def until(self, kind: str, timeout: float = TIMEOUT) -> dict:
+        """Skip frames until one of type ``kind`` arrives."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == kind:
+                return frame
+
+    async def silent(self, timeout: float = 0.3) -> bool:
+        """True if nothing arrives within ``timeout`` (used only to check that nothing was sent)."""
+        return await self.ws.receive_nothing(timeout=timeout)
+
+    async def join(self, room: str, **extra) -> dict:
+        await self.send(type="join", room=room, **extra)
+        return await self.recv_type("joined")
+
+    async def close(self) -> None:
+        await self.ws.disconnect()
+
+
+def ws_headers(*, token: str | None = None, origin: str | None = "http://localhost", cookie: str | None = None):
+    headers = []
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if cookie is not None:
+        headers.append((b"cookie", cookie.encode()))
+    return headers
+
+
+@pytest.fixture
+async def connect(transactional_db) -> AsyncIterator[Callable]:
+    """``await connect(user)`` opens an authenticated socket and reads `welcome`."""
+    opened: list[Client] = []
+
+    async def open_socket(user, **header_kwargs) -> Client:
+        if "token" not in header_kwargs and "cookie" not in header_kwargs:
+            _, header_kwargs["token"] = await database_sync_to_async(token_create)(user=user)
+        communicator = WebsocketCommunicator(application, "/ws/chat/", headers=ws_headers(**header_kwargs))
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        assert connected, "handshake refused"
+        client = Client(communicator)
+        opened.append(client)
+        client.welcome = await client.recv_type("welcome")
+        return client
+
+    yield open_socket
+    for client in opened:
+        with contextlib.suppress(Exception):  # already closed by the test
+            await client.close()
+
+
+@pytest.fixture
+def auser(make_user):
+    return make_user
+
+
+@pytest.fixture(scope="session")
+def live_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture
+def daphne_server(live_root, request):
+    """A running daphne on its own migrated database, stopped after the test."""
+    from tests.live import new_live_server
+
+    server = new_live_server(live_root / request.node.name[:60]).start()
+    yield server
+    server.stop()
