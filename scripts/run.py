@@ -36,7 +36,7 @@ def demo_superuser() -> str:
         "u, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
         f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()\n"
     )
-    manage("shell", "-c", script)
+    manage("shell", "-v", "0", "-c", script)
     CREDENTIALS.write_text(f"username: admin\npassword: {password}\n")
     return CREDENTIALS.read_text().strip()
 
