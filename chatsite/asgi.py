@@ -16,12 +16,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.middleware import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
+from presence.middleware import ConnectGuardMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        # Outermost first: the per-IP abuse check runs before any session or token lookup.
+        "websocket": ConnectGuardMiddleware(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))
         ),
     }
 )

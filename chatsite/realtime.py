@@ -37,3 +37,15 @@ def group_send(group: str, event: dict) -> None:
 async def agroup_send(group: str, event: dict) -> None:
     """Send from async code (a consumer), for events that have no database record."""
     await get_channel_layer().group_send(group, event)
+
+
+def channel_send_on_commit(channel: str, event: dict) -> None:
+    """Send ``event`` to one consumer's channel (on any process) after commit."""
+    transaction.on_commit(lambda: channel_send(channel, event))
+
+
+def channel_send(channel: str, event: dict) -> None:
+    try:
+        async_to_sync(get_channel_layer().send)(channel, event)
+    except Exception:
+        logger.exception("send to channel %s failed", channel)

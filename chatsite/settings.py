@@ -173,3 +173,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Presence, liveness, moderation (presence/) ------------------------------------------
+# A unique name per running process (shown as `server`); derived from host and pid if unset.
+PRESENCE_SERVER_NAME = env("PRESENCE_SERVER_NAME", default="")
+# Run each process's heartbeat task (lease, last_seen flush, silent sockets, sweeping dead
+# processes). Off only in the in-process test suite, which calls the tick directly.
+PRESENCE_HEARTBEAT_TASK = env.bool("PRESENCE_HEARTBEAT_TASK", default=True)
+# X-Forwarded-For is believed only when the peer is one of these networks (the load balancer).
+PRESENCE_TRUSTED_PROXIES = env.list("PRESENCE_TRUSTED_PROXIES", default=[])
+# Reconnect abuse: more than LIMIT connects within WINDOW seconds raises a flag.
+PRESENCE_ABUSE_USER_LIMIT = env.int("PRESENCE_ABUSE_USER_LIMIT", default=10)
+PRESENCE_ABUSE_USER_WINDOW = env.int("PRESENCE_ABUSE_USER_WINDOW", default=60)
+PRESENCE_ABUSE_IP_LIMIT = env.int("PRESENCE_ABUSE_IP_LIMIT", default=100)
+PRESENCE_ABUSE_IP_WINDOW = env.int("PRESENCE_ABUSE_IP_WINDOW", default=60)
+# Seconds a flagged user or IP is refused at the handshake; 0 turns the cool-down off.
+PRESENCE_ABUSE_COOLDOWN = env.int("PRESENCE_ABUSE_COOLDOWN", default=60)
+# Connects from these networks are never counted (benchmarks, internal services).
+PRESENCE_ABUSE_EXEMPT_NETWORKS = env.list("PRESENCE_ABUSE_EXEMPT_NETWORKS", default=[])

@@ -21,3 +21,4 @@ from chatsite.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests drive rate limits explicitly; the defaults stay realistic.
 CHAT_HEARTBEAT = 20
+PRESENCE_HEARTBEAT_TASK = False

@@ -15,9 +15,13 @@ import weakref
 import redis.asyncio as aioredis
 from django.conf import settings
 
-# KEYS[1] = sockets of this user in this room, KEYS[2] = usernames online in the room
-# ARGV[1] = channel name, ARGV[2] = username. Returns {first_in, online...}.
+# KEYS[1] = sockets of this user in this room, KEYS[2] = usernames online in the room,
+# KEYS[3] = every socket in the room, KEYS[4] = the rooms of this socket.
+# ARGV[1] = channel name, ARGV[2] = username, ARGV[3] = "room_id:slug".
+# Returns {first_in, online...}.
 _ENTER = """
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 local first = 0
 if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then
@@ -31,6 +35,8 @@ return online
 
 # Same keys and arguments. Returns 1 if this was the user's last socket in the room.
 _EXIT = """
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[3])
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[2])
@@ -60,16 +66,37 @@ def _online_key(room_id: int) -> str:
     return f"presence:room:{room_id}:online"
 
 
-async def room_enter(*, room_id: int, user_id: int, username: str, channel: str) -> tuple[bool, list[str]]:
+def _room_channels_key(room_id: int) -> str:
+    return f"presence:room:{room_id}:channels"
+
+
+def _conn_rooms_key(channel: str) -> str:
+    return f"presence:conn:{channel}:rooms"
+
+
+def _room_keys(room_id: int, user_id: int, channel: str) -> list[str]:
+    return [
+        _sockets_key(room_id, user_id),
+        _online_key(room_id),
+        _room_channels_key(room_id),
+        _conn_rooms_key(channel),
+    ]
+
+
+async def room_enter(
+    *, room_id: int, room_slug: str, user_id: int, username: str, channel: str
+) -> tuple[bool, list[str]]:
     """Record ``channel`` in the room. Returns (whether this is the user's first socket
     there, the usernames online now, sorted). Idempotent per channel."""
-    result = await _redis().eval(_ENTER, 2, _sockets_key(room_id, user_id), _online_key(room_id), channel, username)
+    keys = _room_keys(room_id, user_id, channel)
+    result = await _redis().eval(_ENTER, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
     return bool(int(result[0])), sorted(result[1:])
 
 
-async def room_exit(*, room_id: int, user_id: int, username: str, channel: str) -> bool:
+async def room_exit(*, room_id: int, room_slug: str, user_id: int, username: str, channel: str) -> bool:
     """Remove ``channel`` from the room. Returns whether it was the user's last socket there."""
-    result = await _redis().eval(_EXIT, 2, _sockets_key(room_id, user_id), _online_key(room_id), channel, username)
+    keys = _room_keys(room_id, user_id, channel)
+    result = await _redis().eval(_EXIT, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
     return bool(int(result))
 
 
@@ -82,3 +109,221 @@ async def rooms_online_counts(*, room_ids: list[int]) -> dict[int, int]:
             pipe.scard(_online_key(room_id))
         counts = await pipe.execute()
     return dict(zip(room_ids, (int(c) for c in counts), strict=True))
+
+
+async def room_channels(*, room_id: int) -> list[str]:
+    """Channel names of every socket in the room, on every process."""
+    return list(await _redis().smembers(_room_channels_key(room_id)))
+
+
+async def room_channel_count(*, room_id: int) -> int:
+    return int(await _redis().scard(_room_channels_key(room_id)))
+
+
+# --- Connections and process leases ---------------------------------------------------
+# presence:servers                 set of process names that have held a lease
+# presence:lease:<server>          exists while the process is alive (TTL 3 heartbeats)
+# presence:server:<server>:conns   channel names of that process's sockets
+# presence:conn:<channel>          hash: id, user_id, username, ip
+# presence:conn:<channel>:rooms    set of "room_id:slug"
+
+
+def _conn_key(channel: str) -> str:
+    return f"presence:conn:{channel}"
+
+
+def _server_conns_key(server: str) -> str:
+    return f"presence:server:{server}:conns"
+
+
+async def connection_register(
+    *, channel: str, connection_id: str, user_id: int, username: str, ip: str, server: str
+) -> None:
+    async with _redis().pipeline(transaction=True) as pipe:
+        pipe.hset(_conn_key(channel), mapping={"id": connection_id, "user_id": user_id, "username": username, "ip": ip})
+        pipe.sadd(_server_conns_key(server), channel)
+        await pipe.execute()
+
+
+async def connection_forget(*, channel: str, server: str) -> None:
+    async with _redis().pipeline(transaction=True) as pipe:
+        pipe.delete(_conn_key(channel), _conn_rooms_key(channel))
+        pipe.srem(_server_conns_key(server), channel)
+        await pipe.execute()
+
+
+async def server_lease(*, server: str, ttl: float) -> None:
+    """Hold (or renew) this process's lease; it lapses ``ttl`` seconds after the last renewal."""
+    async with _redis().pipeline(transaction=True) as pipe:
+        pipe.set(f"presence:lease:{server}", "1", px=int(ttl * 1000))
+        pipe.sadd("presence:servers", server)
+        await pipe.execute()
+
+
+async def server_release(*, server: str) -> None:
+    await _redis().delete(f"presence:lease:{server}")
+
+
+async def servers_lapsed() -> list[str]:
+    """Processes that held a lease which has lapsed: dead, or cut off from Redis."""
+    client = _redis()
+    servers = sorted(await client.smembers("presence:servers"))
+    if not servers:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for server in servers:
+            pipe.exists(f"presence:lease:{server}")
+        alive = await pipe.execute()
+    return [server for server, live in zip(servers, alive, strict=True) if not live]
+
+
+async def servers_alive() -> list[str]:
+    lapsed = set(await servers_lapsed())
+    return sorted(set(await _redis().smembers("presence:servers")) - lapsed)
+
+
+async def sweep_claim(*, server: str, ttl: float) -> bool:
+    """Only one survivor sweeps a dead process at a time."""
+    return bool(await _redis().set(f"presence:sweep:{server}", "1", nx=True, px=int(ttl * 1000)))
+
+
+async def server_connections(*, server: str) -> list[dict]:
+    """The sockets a process had registered: {channel, id, user_id, username, ip, rooms: [(id, slug)]}."""
+    client = _redis()
+    channels = sorted(await client.smembers(_server_conns_key(server)))
+    if not channels:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for channel in channels:
+            pipe.hgetall(_conn_key(channel))
+            pipe.smembers(_conn_rooms_key(channel))
+        replies = await pipe.execute()
+    connections = []
+    for index, channel in enumerate(channels):
+        record, rooms = replies[2 * index], replies[2 * index + 1]
+        if not record:
+            continue
+        parsed_rooms = []
+        for entry in rooms:
+            room_id, _, slug = entry.partition(":")
+            parsed_rooms.append((int(room_id), slug))
+        connections.append(
+            {
+                "channel": channel,
+                "id": record.get("id", ""),
+                "user_id": int(record.get("user_id", 0)),
+                "username": record.get("username", ""),
+                "ip": record.get("ip", ""),
+                "rooms": sorted(parsed_rooms),
+            }
+        )
+    return connections
+
+
+async def server_forget(*, server: str) -> None:
+    async with _redis().pipeline(transaction=True) as pipe:
+        pipe.delete(_server_conns_key(server))
+        pipe.srem("presence:servers", server)
+        await pipe.execute()
+
+
+# --- Reconnect abuse: sliding windows, credits, denials ---------------------------------
+# presence:abuse:<kind>:<key>          zset of connect times (ms) in the window
+# presence:abuse:<kind>:<key>:ips/uas  hashes of what those connects came with
+# presence:credit:<kind>:<key>         connects that do not count (after server-side closes)
+# presence:deny:<kind>:<key>           refused at the handshake while it exists (block, cool-down)
+
+# KEYS: window zset, credit, ips hash, uas hash. ARGV: now_ms, window_ms, member, ip, ua.
+# Returns {connects in window, first connect ms, counted (0 when a credit was used)}.
+_COUNT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local counted = 1
+local credit = tonumber(redis.call('GET', KEYS[2]) or '0')
+if credit > 0 then
+  redis.call('DECR', KEYS[2])
+  counted = 0
+else
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[4], 1) end
+  if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window)
+redis.call('PEXPIRE', KEYS[3], window)
+redis.call('PEXPIRE', KEYS[4], window)
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {redis.call('ZCARD', KEYS[1]), first[2] or now, counted}
+"""
+
+
+async def connect_count(
+    *, kind: str, key: str, now_ms: int, window_ms: int, member: str, ip: str, user_agent: str
+) -> tuple[int, int, bool]:
+    """Count one connect in the sliding window (unless a credit covers it).
+    Returns (connects in the window, first connect time in ms, whether this one counted)."""
+    base = f"presence:abuse:{kind}:{key}"
+    count, first, counted = await _redis().eval(
+        _COUNT,
+        4,
+        base,
+        f"presence:credit:{kind}:{key}",
+        f"{base}:ips",
+        f"{base}:uas",
+        now_ms,
+        window_ms,
+        member,
+        ip,
+        user_agent[:200],
+    )
+    return int(count), int(float(first)), bool(int(counted))
+
+
+async def connect_window_sources(*, kind: str, key: str) -> tuple[list[str], list[str]]:
+    """The IPs and user agents seen in the window, most frequent first."""
+    client = _redis()
+    base = f"presence:abuse:{kind}:{key}"
+    ips, uas = await client.hgetall(f"{base}:ips"), await client.hgetall(f"{base}:uas")
+
+    def ranked(counts: dict) -> list[str]:
+        return [k for k, _ in sorted(counts.items(), key=lambda kv: -int(kv[1]))][:20]
+
+    return ranked(ips), ranked(uas)
+
+
+async def connect_credit(*, kind: str, key: str, ttl: float) -> None:
+    """The next connect of this user or IP does not count (the server closed its socket)."""
+    client = _redis()
+    name = f"presence:credit:{kind}:{key}"
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.incr(name)
+        pipe.pexpire(name, int(ttl * 1000))
+        await pipe.execute()
+
+
+async def once_per(*, name: str, ttl: float) -> bool:
+    """True for the first caller in ``ttl`` seconds (a throttle for database writes)."""
+    return bool(await _redis().set(f"presence:once:{name}", "1", nx=True, px=max(1, int(ttl * 1000))))
+
+
+async def denial(*, user_id: int | None, ip: str | None) -> str | None:
+    """Why this user or IP is refused now (a block or a cool-down), or None."""
+    keys = []
+    if user_id is not None:
+        keys.append(f"presence:deny:user:{user_id}")
+    if ip:
+        keys.append(f"presence:deny:ip:{ip}")
+    if not keys:
+        return None
+    for reason in await _redis().mget(keys):
+        if reason:
+            return reason
+    return None
+
+
+async def deny(*, kind: str, key: str, reason: str, seconds: float) -> None:
+    await _redis().set(f"presence:deny:{kind}:{key}", reason, px=max(1, int(seconds * 1000)))
+
+
+async def undeny(*, kind: str, key: str) -> None:
+    await _redis().delete(f"presence:deny:{kind}:{key}")

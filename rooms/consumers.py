@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -18,6 +19,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsite.realtime import agroup_send, room_group, user_group
+from presence import abuse
+from presence import runtime as presence_runtime
 from presence import store as presence
 from rooms import frames, policies, selectors, services
 from rooms.errors import ChatError, forbidden
@@ -29,6 +32,7 @@ from rooms.events import (
     error_frame,
     history_frame,
     joined_frame,
+    kicked_frame,
     left_frame,
     pong_frame,
     presence_frame,
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 # checked on every join). Lets a join subscribe before its one database crossing.
 ROOM_CACHE_SECONDS = 60.0
 _public_rooms: dict[str, tuple[Room, float]] = {}
+# last_seen is kept on the monotonic clock (cheap, immune to clock steps); this converts.
+_MONOTONIC_TO_WALL = time.time() - time.monotonic()
 
 
 @dataclass
@@ -71,7 +77,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.joined_by_id: dict[int, Joined] = {}
         self.bucket = policies.Bucket(tokens=float(settings.CHAT_RATE_BURST), updated=time.monotonic())
         self.strikes = 0
-        self.accepted = False
+        self.runtime = None  # presence.runtime.Runtime once registered
+        self.closing: tuple[int, str] | None = None  # (code, reason) of a close we started
+        self.last_seen = time.monotonic()  # any frame from the client; for liveness
+        self.rtt_ms: int | None = None
+        self.dirty = True  # last_seen, rtt or rooms changed since the last registry flush
 
     # --- dispatch ------------------------------------------------------------------
 
@@ -91,27 +101,64 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the client gets HTTP 403
             return
+        refusal = await abuse.connect_admit(
+            kind="user", user_id=user.pk, ip=self.scope.get("client_ip"), user_agent=self.scope.get("user_agent", "")
+        )
+        if refusal:
+            await self.close()
+            return
         self.user = user
+        self.runtime = await presence_runtime.connection_open(self)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
-        self.accepted = True
         await self.send_frame(
             welcome_frame(connection_id=self.connection_id, user=user.get_username(), heartbeat=settings.CHAT_HEARTBEAT)
         )
 
     async def disconnect(self, code):
-        # Idempotent and safe after a refused connect. It may never run (a killed
-        # process), so presence must not depend on it alone (see presence/).
-        if self.user is None:
+        # It may never run (a killed process): presence/runtime.py sweeps up after that.
+        code, reason = self.closing or (code, "closed by client" if code in (1000, 1001) else "connection lost")
+        await self._forget(code=code, reason=reason)
+
+    async def _forget(self, *, code: int | None, reason: str) -> None:
+        """Leave every room and the registry. Idempotent, and safe after a refused connect."""
+        if self.runtime is None:
             return
+        runtime, self.runtime = self.runtime, None
         for joined in list(self.joined.values()):
             await self._leave(joined)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        self.user = None
+        await presence_runtime.connection_close(self, runtime=runtime, code=code, reason=reason)
+
+    async def close_with(self, *, code: int, reason: str, frame: dict | None = None) -> None:
+        """Close from the server side, telling the client why first (daphne drops close reasons)."""
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        if frame is not None:
+            await self.send_frame(frame)
+        await self.close(code=code)
+
+    def last_seen_at(self) -> datetime:
+        return datetime.fromtimestamp(self.last_seen + _MONOTONIC_TO_WALL, UTC)
+
+    def registry_update(self) -> dict | None:
+        """What the registry should learn at the next heartbeat flush, or None if nothing."""
+        if not self.dirty or self.runtime is None:
+            return None
+        self.dirty = False
+        return {
+            "id": self.connection_id,
+            "last_seen": self.last_seen_at(),
+            "rtt_ms": self.rtt_ms,
+            "rooms": sorted(self.joined),
+        }
 
     # --- client frames -------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
+        self.last_seen = time.monotonic()
+        self.dirty = True
         limit = settings.CHAT_MAX_FRAME_BYTES
         if text_data is not None:
             # A character is at most 4 bytes: encode only when the text could be too large.
@@ -119,7 +166,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             size = len(bytes_data or b"")
         if size > limit:
-            await self.close(code=CloseCode.TOO_LARGE)
+            await self.close_with(code=CloseCode.TOO_LARGE, reason="frame too large")
             return
         if not await self._rate_allow():
             return
@@ -153,7 +200,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.strikes += 1
         if policies.flood_close(strikes=self.strikes, limit=settings.CHAT_FLOOD_STRIKES):
             logger.info("closing flooding connection %s", self.connection_id)
-            await self.close(code=CloseCode.FLOOD)
+            await self.close_with(code=CloseCode.FLOOD, reason="flood")
         elif self.strikes == 1 or self.strikes % 5 == 0:
             await self.send_frame(
                 error_frame(
@@ -183,7 +230,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined.recovered_max = max(joined.recovered, default=0)
         self.joined[slug] = self.joined_by_id[room.id] = joined
         first, online = await presence.room_enter(
-            room_id=room.id, user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
+            room_id=room.id,
+            room_slug=room.slug,
+            user_id=self.user.pk,
+            username=self.user.get_username(),
+            channel=self.channel_name,
         )
         await self.send_frame(joined_frame(room=slug, online=online, last_id=state["last_id"], more=state["more"]))
         for message in state["messages"]:
@@ -213,7 +264,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.joined_by_id.pop(room.id, None)
         await self.channel_layer.group_discard(room_group(room.id), self.channel_name)
         last = await presence.room_exit(
-            room_id=room.id, user_id=self.user.pk, username=self.user.get_username(), channel=self.channel_name
+            room_id=room.id,
+            room_slug=room.slug,
+            user_id=self.user.pk,
+            username=self.user.get_username(),
+            channel=self.channel_name,
         )
         if last:
             await self._presence(room, "leave")
@@ -276,6 +331,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await agroup_send(room_group(room.id), room_typing_event(room_id=room.id, user_id=self.user.pk, text=text))
 
     async def on_ping(self, frame: dict) -> None:
+        self.rtt_ms = frames.optional_rtt(frame)
         await self.send_frame(pong_frame())
 
     handlers = {
@@ -315,3 +371,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def user_frame(self, event: dict) -> None:
         await self.send(text_data=event["text"])
+
+    async def room_frame(self, event: dict) -> None:
+        if event["room_id"] in self.joined_by_id:
+            await self.send(text_data=event["text"])
+
+    async def connection_kick(self, event: dict) -> None:
+        await self.close_with(
+            code=CloseCode.KICKED, reason=f"kicked: {event['reason']}"[:200], frame=kicked_frame(reason=event["reason"])
+        )
+
+    async def connection_abuse(self, event: dict) -> None:
+        await self.close_with(
+            code=CloseCode.RECONNECT_ABUSE,
+            reason="reconnect abuse",
+            frame=error_frame(code=ErrorCode.FORBIDDEN, message=event["message"], ref=None),
+        )
+
+    async def connection_expire(self, event: dict) -> None:
+        """Silent for three heartbeats: forget it now (the socket is likely dead, so its
+        disconnect may come late or never), then close it."""
+        await self._forget(code=CloseCode.GOING_AWAY, reason="silent for three heartbeats")
+        self.closing = (CloseCode.GOING_AWAY, "silent")
+        await self.close(code=CloseCode.GOING_AWAY)

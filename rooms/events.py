@@ -73,7 +73,10 @@ class LayerEvent(StrEnum):
     ROOM_MESSAGE = "room.message"  # a `chat` frame for a room group
     ROOM_TYPING = "room.typing"  # a `typing` frame; skipped by the typist's own sockets
     ROOM_PRESENCE = "room.presence"  # a `presence` frame
-    USER_FRAME = "user.frame"  # any frame for one user's sockets (private messages)
+    USER_FRAME = "user.frame"  # any frame for one user's sockets, or one socket (private, notify)
+    ROOM_FRAME = "room.frame"  # any frame for everyone in a room (notify)
+    CONNECTION_KICK = "connection.kick"  # send `kicked`, close 4003
+    CONNECTION_ABUSE = "connection.abuse"  # send `error`, close 4029
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -171,6 +174,14 @@ def pong_frame() -> dict:
     return {"type": ServerFrame.PONG}
 
 
+def notify_frame(*, topic: str, data: object) -> dict:
+    return {"type": ServerFrame.NOTIFY, "topic": topic, "data": data}
+
+
+def kicked_frame(*, reason: str) -> dict:
+    return {"type": ServerFrame.KICKED, "reason": reason}
+
+
 def error_frame(*, code: str, message: str, ref: str | None) -> dict:
     return {"type": ServerFrame.ERROR, "code": code, "message": message, "ref": ref}
 
@@ -193,3 +204,16 @@ def room_presence_event(*, room_id: int, text: str) -> dict:
 
 def user_frame_event(*, text: str) -> dict:
     return {"type": LayerEvent.USER_FRAME, "text": text}
+
+
+def room_frame_event(*, room_id: int, text: str) -> dict:
+    return {"type": LayerEvent.ROOM_FRAME, "room_id": room_id, "text": text}
+
+
+def connection_kick_event(*, reason: str) -> dict:
+    """For a user group, a room group or one channel: every socket reached is kicked."""
+    return {"type": LayerEvent.CONNECTION_KICK, "reason": reason}
+
+
+def connection_abuse_event(*, message: str) -> dict:
+    return {"type": LayerEvent.CONNECTION_ABUSE, "message": message}

@@ -78,3 +78,13 @@ def history_limit(frame: dict) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= HISTORY_MAX_LIMIT:
         raise invalid(f"'limit' must be an integer from 1 to {HISTORY_MAX_LIMIT}")
     return value
+
+
+def optional_rtt(frame: dict) -> int | None:
+    """`ping.rtt` (extension): the client's last measured round trip in ms, 0..600000."""
+    value = frame.get("rtt")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 600_000:
+        raise invalid("'rtt' must be the last round trip in milliseconds (0 to 600000)")
+    return int(value)

@@ -1,0 +1,192 @@
+"""This process's side of liveness: its name, its lease, its sockets, its heartbeat task.
+
+Every ``CHAT_HEARTBEAT`` seconds each process (``tick``):
+1. renews its lease in Redis (it lapses after three heartbeats without renewal);
+2. writes last_seen, round-trip time and rooms of its sockets to the registry in one
+   batch (never a database write per frame);
+3. expires its own sockets that have been silent for three heartbeats;
+4. sweeps processes whose lease lapsed (killed, powered off, cut off): closes their
+   connections in the registry, removes them from room presence with `presence` leave
+   events, and credits their users so the reconnect does not count as abuse.
+Daphne has no lifespan events, so the task starts with the first socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from chatsite.realtime import agroup_send, room_group
+from presence import policies, store
+from presence.services import connections as registry
+from rooms.events import encode, presence_frame, room_presence_event
+
+if TYPE_CHECKING:
+    from rooms.consumers import ChatConsumer
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SERVER_LOST = 1006
+EXPIRE_EVENT = "connection.expire"
+
+
+def server_name() -> str:
+    configured = settings.PRESENCE_SERVER_NAME
+    return configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Runtime:
+    name: str
+    server_id: int = 0
+    task: asyncio.Task | None = None
+
+    def __post_init__(self):
+        self.sockets: dict[str, ChatConsumer] = {}  # by connection id
+
+    # --- sockets ---------------------------------------------------------------------
+
+    def add(self, consumer: ChatConsumer) -> None:
+        self.sockets[consumer.connection_id] = consumer
+
+    def remove(self, consumer: ChatConsumer) -> None:
+        self.sockets.pop(consumer.connection_id, None)
+
+    # --- the heartbeat ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.CHAT_HEARTBEAT)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("presence heartbeat failed on %s", self.name)
+
+    async def tick(self) -> None:
+        heartbeat = float(settings.CHAT_HEARTBEAT)
+        await store.server_lease(server=self.name, ttl=3 * heartbeat)
+        await self.flush()
+        await self.expire_silent(now=time.monotonic(), heartbeat=heartbeat)
+        await self.sweep(heartbeat=heartbeat)
+
+    async def flush(self) -> None:
+        """One registry write for every socket of this process that changed."""
+        updates = [u for consumer in list(self.sockets.values()) if (u := consumer.registry_update()) is not None]
+        await database_sync_to_async(registry.server_heartbeat)(server_id=self.server_id, updates=updates)
+
+    async def expire_silent(self, *, now: float, heartbeat: float) -> None:
+        layer = get_channel_layer()
+        for consumer in list(self.sockets.values()):
+            if policies.connection_silent(now=now, last_seen=consumer.last_seen, heartbeat=heartbeat):
+                # Handled in the consumer's own queue, so it never races a frame it is handling.
+                await layer.send(consumer.channel_name, {"type": EXPIRE_EVENT})
+
+    async def sweep(self, *, heartbeat: float) -> None:
+        lapsed = [s for s in await store.servers_lapsed() if s != self.name]
+        stale_before = timezone.now() - timezone.timedelta(seconds=3 * heartbeat)
+        stale = await database_sync_to_async(registry.servers_stale)(before=stale_before, exclude=self.name)
+        for server in sorted(set(lapsed) | set(stale)):
+            if await store.sweep_claim(server=server, ttl=3 * heartbeat):
+                await server_sweep(server=server)
+
+
+async def server_sweep(*, server: str) -> int:
+    """Clean up after a dead process: registry, room presence, groups, abuse credit.
+    Idempotent; returns how many of its connections were closed."""
+    window = max(settings.PRESENCE_ABUSE_USER_WINDOW, settings.PRESENCE_ABUSE_IP_WINDOW)
+    sockets = await store.server_connections(server=server)
+    for sock in sockets:
+        for room_id, slug in sock["rooms"]:
+            last = await store.room_exit(
+                room_id=room_id, room_slug=slug, user_id=sock["user_id"], username=sock["username"],
+                channel=sock["channel"],
+            )  # fmt: skip
+            if last:
+                text = encode(presence_frame(room=slug, user=sock["username"], event="leave"))
+                await agroup_send(room_group(room_id), room_presence_event(room_id=room_id, text=text))
+        await store.connection_forget(channel=sock["channel"], server=server)
+        # The server closed these sockets, not the client: the reconnect is free.
+        await store.connect_credit(kind="user", key=str(sock["user_id"]), ttl=window)
+        if sock["ip"]:
+            await store.connect_credit(kind="ip", key=sock["ip"], ttl=window)
+    closed = await database_sync_to_async(registry.server_connections_close)(
+        server=server, code=CLOSE_SERVER_LOST, reason="server process lost"
+    )
+    await store.server_forget(server=server)
+    logger.info("swept server %s: %d sockets in presence, %d open in the registry", server, len(sockets), len(closed))
+    return len(closed)
+
+
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
+_starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def current() -> Runtime:
+    """This process's runtime (one per event loop), registered and leased on first use."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is not None:
+        return runtime
+    lock = _starting.setdefault(loop, asyncio.Lock())
+    async with lock:
+        runtime = _runtimes.get(loop)
+        if runtime is None:
+            runtime = Runtime(name=server_name())
+            runtime.server_id = await database_sync_to_async(registry.server_register)(
+                name=runtime.name, pid=os.getpid()
+            )
+            await store.server_lease(server=runtime.name, ttl=3 * float(settings.CHAT_HEARTBEAT))
+            if settings.PRESENCE_HEARTBEAT_TASK:
+                runtime.task = loop.create_task(runtime.run(), name="presence-heartbeat")
+            _runtimes[loop] = runtime
+            logger.info("server process %s registered", runtime.name)
+    return runtime
+
+
+async def connection_open(consumer: ChatConsumer) -> Runtime:
+    """Record an authenticated socket about to be accepted: registry row, Redis record,
+    this process's socket table. One database crossing."""
+    runtime = await current()
+    scope, user = consumer.scope, consumer.user
+    await database_sync_to_async(registry.connection_open)(
+        id=consumer.connection_id,
+        user_id=user.pk,
+        server_id=runtime.server_id,
+        channel_name=consumer.channel_name,
+        ip=scope.get("client_ip"),
+        user_agent=scope.get("user_agent", ""),
+        now=timezone.now(),
+    )
+    await store.connection_register(
+        channel=consumer.channel_name,
+        connection_id=consumer.connection_id,
+        user_id=user.pk,
+        username=user.get_username(),
+        ip=scope.get("client_ip") or "",
+        server=runtime.name,
+    )
+    runtime.add(consumer)
+    return runtime
+
+
+async def connection_close(consumer: ChatConsumer, *, runtime: Runtime, code: int | None, reason: str) -> None:
+    """Forget a socket that has left every room. Idempotent. One database crossing."""
+    runtime.remove(consumer)
+    await store.connection_forget(channel=consumer.channel_name, server=runtime.name)
+    await database_sync_to_async(registry.connection_close)(
+        id=consumer.connection_id, code=code, reason=reason, last_seen=consumer.last_seen_at()
+    )
