@@ -15,8 +15,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.middleware import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
+from chatsite import daphne_compat  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
 from presence.middleware import ConnectGuardMiddleware  # noqa: E402
+
+daphne_compat.install()  # close codes 1001/1009/1012 from the application (see module)
 
 application = ProtocolTypeRouter(
     {

@@ -1,7 +1,9 @@
 """This process's side of liveness: its name, its lease, its sockets, its heartbeat task.
 
-Every ``CHAT_HEARTBEAT`` seconds each process (``tick``):
-1. renews its lease in Redis (it lapses after three heartbeats without renewal);
+Every half ``CHAT_HEARTBEAT`` each process (``tick``):
+1. renews its lease in Redis (it lapses after 2.5 heartbeats without renewal, so a dead
+   process is noticed by a survivor within three heartbeats, while one that stalls for
+   two heartbeats is not declared dead);
 2. writes last_seen, round-trip time and rooms of its sockets to the registry in one
    batch (never a database write per frame);
 3. expires its own sockets that have been silent for three heartbeats;
@@ -21,6 +23,7 @@ import socket
 import time
 import weakref
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLOSE_SERVER_LOST = 1006
+LEASE_HEARTBEATS = 2.5  # a lease outlives its last renewal by this many heartbeats
+TICKS_PER_HEARTBEAT = 2
 EXPIRE_EVENT = "connection.expire"
 
 
@@ -68,7 +73,7 @@ class Runtime:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(settings.CHAT_HEARTBEAT)
+            await asyncio.sleep(settings.CHAT_HEARTBEAT / TICKS_PER_HEARTBEAT)
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -78,7 +83,7 @@ class Runtime:
 
     async def tick(self) -> None:
         heartbeat = float(settings.CHAT_HEARTBEAT)
-        await store.server_lease(server=self.name, ttl=3 * heartbeat)
+        await store.server_lease(server=self.name, ttl=LEASE_HEARTBEATS * heartbeat)
         await self.flush()
         await self.expire_silent(now=time.monotonic(), heartbeat=heartbeat)
         await self.sweep(heartbeat=heartbeat)
@@ -97,7 +102,7 @@ class Runtime:
 
     async def sweep(self, *, heartbeat: float) -> None:
         lapsed = [s for s in await store.servers_lapsed() if s != self.name]
-        stale_before = timezone.now() - timezone.timedelta(seconds=3 * heartbeat)
+        stale_before = timezone.now() - timedelta(seconds=3 * heartbeat)
         stale = await database_sync_to_async(registry.servers_stale)(before=stale_before, exclude=self.name)
         for server in sorted(set(lapsed) | set(stale)):
             if await store.sweep_claim(server=server, ttl=3 * heartbeat):
@@ -149,7 +154,7 @@ async def current() -> Runtime:
             runtime.server_id = await database_sync_to_async(registry.server_register)(
                 name=runtime.name, pid=os.getpid()
             )
-            await store.server_lease(server=runtime.name, ttl=3 * float(settings.CHAT_HEARTBEAT))
+            await store.server_lease(server=runtime.name, ttl=LEASE_HEARTBEATS * float(settings.CHAT_HEARTBEAT))
             if settings.PRESENCE_HEARTBEAT_TASK:
                 runtime.task = loop.create_task(runtime.run(), name="presence-heartbeat")
             _runtimes[loop] = runtime

@@ -137,7 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.closing = (code, reason)
         if frame is not None:
             await self.send_frame(frame)
-        await self.close(code=code)
+        await self.close(code=int(code))  # autobahn refuses IntEnum members: a plain int
 
     def last_seen_at(self) -> datetime:
         return datetime.fromtimestamp(self.last_seen + _MONOTONIC_TO_WALL, UTC)
@@ -393,4 +393,4 @@ class ChatConsumer(AsyncWebsocketConsumer):
         disconnect may come late or never), then close it."""
         await self._forget(code=CloseCode.GOING_AWAY, reason="silent for three heartbeats")
         self.closing = (CloseCode.GOING_AWAY, "silent")
-        await self.close(code=CloseCode.GOING_AWAY)
+        await self.close(code=int(CloseCode.GOING_AWAY))

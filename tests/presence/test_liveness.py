@@ -36,7 +36,9 @@ async def test_connect_registers_the_connection_and_close_records_its_code(conne
     assert row["closed_at"] is not None and row["close_code"] == 1000
 
 
-async def test_heartbeat_flush_writes_last_seen_rtt_and_rooms_in_one_batch(connect, create_users, django_assert_num_queries):
+async def test_heartbeat_flush_writes_last_seen_rtt_and_rooms_in_one_batch(
+    connect, create_users, django_assert_num_queries
+):
     (alice,) = await create_users("alice")
     client = await connect(alice)
     await client.join("general")
@@ -126,7 +128,13 @@ async def test_dead_process_is_swept_by_a_survivor(connect, create_users, settin
     assert "dead-0001" not in await store.servers_lapsed()
     # The server closed alice's socket, not alice: her reconnect does not count as abuse.
     _, _, counted = await store.connect_count(
-        kind="user", key=str(alice.pk), now_ms=int(time.time() * 1000), window_ms=60_000, member="m", ip="", user_agent=""
+        kind="user",
+        key=str(alice.pk),
+        now_ms=int(time.time() * 1000),
+        window_ms=60_000,
+        member="m",
+        ip="",
+        user_agent="",
     )
     assert counted is False
 
