@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from presence.consumers import DashboardConsumer
 from rooms.consumers import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),
+    path("ws/admin/dashboard/", DashboardConsumer.as_asgi()),
 ]

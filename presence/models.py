@@ -25,6 +25,7 @@ class ServerProcess(models.Model):
     class Meta:
         ordering = ["-started_at"]
         verbose_name = "server process"
+        verbose_name_plural = "server processes"
 
     def __str__(self) -> str:
         return self.name

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from presence.services.moderation import KICK_REASON_DEFAULT, room_kick
 from rooms.models import Conversation, Message, Room
 
 
@@ -11,6 +12,17 @@ class RoomAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
     raw_id_fields = ["created_by"]
     date_hierarchy = "created_at"
+    actions = ["kick_everyone"]
+
+    @admin.action(description="Kick everyone in these rooms", permissions=["kick"])
+    def kick_everyone(self, request, queryset):
+        room_ids = list(queryset.values_list("pk", flat=True))
+        count = sum(room_kick(room_id=pk, by=request.user, reason=KICK_REASON_DEFAULT) for pk in room_ids)
+        self.message_user(request, f"Kicked {count} connection(s).")
+
+    def has_kick_permission(self, request) -> bool:
+        # The same permission as kicking from the connection list (presence/admin.py).
+        return request.user.has_perm("presence.change_connection")
 
 
 @admin.register(Message)
