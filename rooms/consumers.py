@@ -168,7 +168,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if size > limit:
             await self.close_with(code=CloseCode.TOO_LARGE, reason="frame too large")
             return
-        if not await self._rate_allow():
+        if not await self._rate_allow(text_data):
             return
         frame = None
         try:
@@ -187,7 +187,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 error_frame(code=ErrorCode.INTERNAL, message="server error; try again", ref=frames.ref(frame))
             )
 
-    async def _rate_allow(self) -> bool:
+    async def _rate_allow(self, text_data: str | None) -> bool:
         allowed, self.bucket = policies.rate_take(
             bucket=self.bucket,
             now=time.monotonic(),
@@ -206,7 +206,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 error_frame(
                     code=ErrorCode.RATE_LIMITED,
                     message="too many frames; slow down or the connection is closed",
-                    ref=None,
+                    ref=frames.ref_of_text(text_data),
                 )
             )
         return False

@@ -16,8 +16,14 @@ def decode(text: str) -> dict[str, Any]:
     """A frame must be one JSON object with a string `type`."""
     try:
         frame = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ChatError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError):
+        # Valid JSON that Python refuses: a number of over 4,300 digits, or nesting deeper
+        # than the recursion limit. The client's fault, so bad_json, not a server error.
+        raise ChatError(
+            ErrorCode.BAD_JSON, "frame cannot be decoded: nested too deeply, or a number too long"
+        ) from None
     if not isinstance(frame, dict):
         raise ChatError(ErrorCode.BAD_JSON, "frame must be a JSON object")
     if not isinstance(frame.get("type"), str):
@@ -34,6 +40,16 @@ def ref(frame: object) -> str | None:
         return client_id[: policies.CLIENT_ID_MAX_CHARS]
     kind = frame.get("type")
     return kind[:64] if isinstance(kind, str) else None
+
+
+def ref_of_text(text: str | None) -> str | None:
+    """The ref of a frame that was not handled (rate limited): parsed only for the error."""
+    if text is None:
+        return None
+    try:
+        return ref(json.loads(text))
+    except ValueError:
+        return None
 
 
 def room_slug(frame: dict, field: str = "room") -> str:

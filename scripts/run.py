@@ -41,7 +41,12 @@ def demo_superuser() -> str:
     return CREDENTIALS.read_text().strip()
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops everything in order, like Ctrl-C
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     RUN_DIR.mkdir(exist_ok=True)
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))

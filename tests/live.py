@@ -77,7 +77,8 @@ class LiveServer:
                     if response.status == 200:
                         return self
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.1)  # polling a port that is not open yet: there is no event to wait on
+        self.kill()  # never leave a half-started server behind
         raise RuntimeError(f"daphne did not answer within {timeout}s:\n{self.log_path.read_text()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
