@@ -16,6 +16,7 @@ Daphne has no lifespan events, so the task starts with the first socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -34,7 +35,8 @@ from django.utils import timezone
 from chatsite.realtime import agroup_send, room_group
 from presence import policies, store
 from presence.services import connections as registry
-from rooms.events import encode, presence_frame, room_presence_event
+from presence.services import moderation
+from rooms.events import connection_drain_event, encode, presence_frame, room_presence_event
 
 if TYPE_CHECKING:
     from rooms.consumers import ChatConsumer
@@ -47,9 +49,14 @@ TICKS_PER_HEARTBEAT = 2
 EXPIRE_EVENT = "connection.expire"
 
 
+@functools.cache
+def _generated_name(pid: int) -> str:
+    return f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}"
+
+
 def server_name() -> str:
-    configured = settings.PRESENCE_SERVER_NAME
-    return configured or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """This process's name: PRESENCE_SERVER_NAME, else host-pid-random (stable per process)."""
+    return settings.PRESENCE_SERVER_NAME or _generated_name(os.getpid())
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Runtime:
     name: str
     server_id: int = 0
     task: asyncio.Task | None = None
+    epoch: str = ""  # the Redis epoch this process registered its sockets under
 
     def __post_init__(self):
         self.sockets: dict[str, ChatConsumer] = {}  # by connection id
@@ -83,10 +91,31 @@ class Runtime:
 
     async def tick(self) -> None:
         heartbeat = float(settings.CHAT_HEARTBEAT)
+        await self.check_epoch()
         await store.server_lease(server=self.name, ttl=LEASE_HEARTBEATS * heartbeat)
         await self.flush()
         await self.expire_silent(now=time.monotonic(), heartbeat=heartbeat)
         await self.sweep(heartbeat=heartbeat)
+
+    async def check_epoch(self) -> None:
+        """After a Redis restart everything Redis held is gone: presence, leases, blocks'
+        deny keys, and any broadcast published while it was down. The first process to
+        notice restores the blocks; every process sends its sockets away with 1012 in
+        batches (and credits them), so clients come back, rebuild presence by joining, and
+        recover what they missed with `since`."""
+        current = await store.epoch(candidate=secrets.token_hex(8))
+        if not self.epoch:
+            self.epoch = current
+            return
+        if current == self.epoch:
+            return
+        logger.warning("Redis epoch changed (%s -> %s): Redis restarted; resyncing clients", self.epoch, current)
+        if await store.once_per(name=f"restore-blocks:{current}", ttl=3600):
+            await blocks_restore()
+        # Only once every socket was sent on does this process move to the new epoch: if
+        # Redis fails again half-way, the next tick starts over with whoever is left.
+        await drain(list(self.sockets.values()), reason="redis restarted")
+        self.epoch = current
 
     async def flush(self) -> None:
         """One registry write for every socket of this process that changed."""
@@ -136,6 +165,25 @@ async def server_sweep(*, server: str) -> int:
     return len(closed)
 
 
+DRAIN_BATCH = 100
+DRAIN_PAUSE = 0.2  # seconds between batches: clients come back spread out, not all at once
+
+
+async def drain(consumers: list, *, reason: str) -> None:
+    """Close sockets of this process with 1012 in batches (they reconnect elsewhere)."""
+    layer = get_channel_layer()
+    for start in range(0, len(consumers), DRAIN_BATCH):
+        for consumer in consumers[start : start + DRAIN_BATCH]:
+            await layer.send(consumer.channel_name, connection_drain_event(reason=reason))
+        await asyncio.sleep(DRAIN_PAUSE)
+
+
+async def blocks_restore() -> None:
+    """Put the deny keys of active blocks back into Redis (after a Redis restart)."""
+    for kind, key, reason, seconds in await database_sync_to_async(moderation.blocks_active)():
+        await store.deny(kind=kind, key=key, reason=reason, seconds=seconds)
+
+
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 _starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -155,6 +203,7 @@ async def current() -> Runtime:
                 name=runtime.name, pid=os.getpid()
             )
             await store.server_lease(server=runtime.name, ttl=LEASE_HEARTBEATS * float(settings.CHAT_HEARTBEAT))
+            runtime.epoch = await store.epoch(candidate=secrets.token_hex(8))
             if settings.PRESENCE_HEARTBEAT_TASK:
                 runtime.task = loop.create_task(runtime.run(), name="presence-heartbeat")
             _runtimes[loop] = runtime
@@ -195,3 +244,15 @@ async def connection_close(consumer: ChatConsumer, *, runtime: Runtime, code: in
     await database_sync_to_async(registry.connection_close)(
         id=consumer.connection_id, code=code, reason=reason, last_seen=consumer.last_seen_at()
     )
+
+
+async def connection_credit(consumer: ChatConsumer) -> None:
+    """The server is closing this socket: its reconnect does not count as abuse."""
+    window = max(settings.PRESENCE_ABUSE_USER_WINDOW, settings.PRESENCE_ABUSE_IP_WINDOW)
+    await store.connect_credit(kind="user", key=str(consumer.user.pk), ttl=window)
+    if ip := consumer.scope.get("client_ip"):
+        await store.connect_credit(kind="ip", key=ip, ttl=window)
+
+
+async def draining(runtime: Runtime) -> bool:
+    return await store.draining(server=runtime.name)

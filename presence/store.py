@@ -327,3 +327,22 @@ async def deny(*, kind: str, key: str, reason: str, seconds: float) -> None:
 
 async def undeny(*, kind: str, key: str) -> None:
     await _redis().delete(f"presence:deny:{kind}:{key}")
+
+
+# --- Redis restarts and drains ------------------------------------------------------------
+
+
+async def epoch(*, candidate: str) -> str:
+    """The current Redis epoch: set to ``candidate`` if Redis has none (it was just started
+    or restarted, so everything it held is gone), else the existing one."""
+    client = _redis()
+    await client.set("presence:epoch", candidate, nx=True)
+    return await client.get("presence:epoch") or candidate
+
+
+async def draining_set(*, server: str, seconds: float) -> None:
+    await _redis().set(f"presence:draining:{server}", "1", px=int(seconds * 1000))
+
+
+async def draining(*, server: str) -> bool:
+    return bool(await _redis().exists(f"presence:draining:{server}"))

@@ -114,6 +114,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             welcome_frame(connection_id=self.connection_id, user=user.get_username(), heartbeat=settings.CHAT_HEARTBEAT)
         )
+        if await presence_runtime.draining(self.runtime):
+            # The load balancer has not noticed yet: send the client on at once.
+            await self.connection_drain({"reason": "server draining"})
 
     async def disconnect(self, code):
         # It may never run (a killed process): presence/runtime.py sweeps up after that.
@@ -387,6 +390,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             reason="reconnect abuse",
             frame=error_frame(code=ErrorCode.FORBIDDEN, message=event["message"], ref=None),
         )
+
+    async def connection_drain(self, event: dict) -> None:
+        """This process is draining (or Redis restarted): reconnect elsewhere, soon. The
+        server ended the socket, so the reconnect does not count as abuse."""
+        await presence_runtime.connection_credit(self)
+        await self.close_with(code=CloseCode.SERVICE_RESTART, reason=f"drain: {event['reason']}"[:200])
 
     async def connection_expire(self, event: dict) -> None:
         """Silent for three heartbeats: forget it now (the socket is likely dead, so its

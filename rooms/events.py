@@ -77,6 +77,7 @@ class LayerEvent(StrEnum):
     ROOM_FRAME = "room.frame"  # any frame for everyone in a room (notify)
     CONNECTION_KICK = "connection.kick"  # send `kicked`, close 4003
     CONNECTION_ABUSE = "connection.abuse"  # send `error`, close 4029
+    CONNECTION_DRAIN = "connection.drain"  # close 1012: reconnect elsewhere, soon
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -217,3 +218,7 @@ def connection_kick_event(*, reason: str) -> dict:
 
 def connection_abuse_event(*, message: str) -> dict:
     return {"type": LayerEvent.CONNECTION_ABUSE, "message": message}
+
+
+def connection_drain_event(*, reason: str) -> dict:
+    return {"type": LayerEvent.CONNECTION_DRAIN, "reason": reason}

@@ -107,6 +107,18 @@ def blocks_lift(*, blocks: QuerySet[Block], by: AbstractBaseUser | None) -> int:
     return len(lifted)
 
 
+def blocks_active() -> list[tuple[str, str, str, float]]:
+    """(kind, key, reason, seconds left) of every block in force, for restoring Redis."""
+    now = timezone.now()
+    rows = Block.objects.filter(lifted_at__isnull=True, until__gt=now).values_list("user_id", "ip", "reason", "until")
+    return [
+        ("user", str(user_id), reason, (until - now).total_seconds())
+        if user_id
+        else ("ip", ip, reason, (until - now).total_seconds())
+        for user_id, ip, reason, until in rows
+    ]
+
+
 def _deny_on_commit(*, kind: str, key: str, reason: str, until: datetime) -> None:
     seconds = (until - timezone.now()).total_seconds()
     transaction.on_commit(lambda: async_to_sync(store.deny)(kind=kind, key=key, reason=reason, seconds=seconds))

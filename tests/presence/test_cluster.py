@@ -5,18 +5,14 @@ up by the other within three heartbeats."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 
 import pytest
-from websockets.asyncio.client import connect
 
-from tests.live import LiveServer, new_live_server
+from tests.live import LiveServer, http, last_line, new_live_server, open_socket
 
 pytestmark = pytest.mark.live
 
-HEARTBEAT = 1  # seconds: short, so liveness is tested in seconds, not minutes
+HEARTBEAT = 1  # seconds: short, so liveness is tested in seconds, not minutes (tests.live.Socket pings at half that)
 
 
 @pytest.fixture
@@ -29,72 +25,6 @@ def cluster(live_root, request):
     yield a, b
     a.stop()
     b.stop()
-
-
-def http(method: str, url: str, key: str, body: dict | None = None) -> tuple[int, dict | None]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {key}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-class Socket:
-    """A bearer-token client that pings every half heartbeat, as a live client must."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.frames: asyncio.Queue = asyncio.Queue()
-        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._ping())]
-
-    async def _read(self):
-        try:
-            async for text in self.ws:
-                await self.frames.put(json.loads(text))
-        except Exception:  # the connection dropped: `closed` says how
-            pass
-        finally:
-            if not self.closed.done():
-                self.closed.set_result(self.ws.close_code)
-
-    async def _ping(self):
-        while True:
-            await asyncio.sleep(HEARTBEAT / 2)
-            await self.ws.send(json.dumps({"type": "ping"}))
-
-    async def send(self, **frame):
-        await self.ws.send(json.dumps(frame))
-
-    async def until(self, predicate, timeout: float = 10) -> dict:
-        async def wait():
-            while True:
-                frame = await self.frames.get()
-                if predicate(frame):
-                    return frame
-
-        return await asyncio.wait_for(wait(), timeout)
-
-    async def close(self):
-        for task in self.tasks:
-            task.cancel()
-        await self.ws.close()
-
-
-async def open_socket(server, token: str) -> tuple[Socket, dict]:
-    ws = await connect(server.ws_url, additional_headers={"Authorization": f"Bearer {token}"})
-    sock = Socket(ws)
-    welcome = await sock.until(lambda f: f["type"] == "welcome")
-    return sock, welcome
-
-
-def last_line(output: str) -> str:
-    return output.strip().splitlines()[-1]
 
 
 async def test_kick_and_push_issued_through_one_process_reach_a_socket_on_another(cluster):
