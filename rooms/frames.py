@@ -48,7 +48,7 @@ def ref_of_text(text: str | None) -> str | None:
         return None
     try:
         return ref(json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):  # as in decode(): a raise here would crash the socket
         return None
 
 

@@ -130,3 +130,96 @@ def daphne_server(live_root, request):
     server = new_live_server(live_root / request.node.name[:60]).start()
     yield server
     server.stop()
+
+
+# --- Added with the chat core's test suite ------------------------------------------
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: deliberately waits (e.g. holds a socket idle); deselect with -m 'not slow'"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _clear_public_room_cache():
+    """The consumer caches public rooms per process by slug; a room from an earlier
+    test (whose row is gone) must not leak into the next one."""
+    from rooms import consumers
+
+    consumers._public_rooms.clear()
+    yield
+    consumers._public_rooms.clear()
+
+
+@pytest.fixture
+async def handshake(transactional_db) -> AsyncIterator[Callable]:
+    """``await handshake(token=..., cookie=..., origin=...)`` -> whether the socket was accepted."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def attempt(**header_kwargs) -> bool:
+        communicator = WebsocketCommunicator(application, "/ws/chat/", headers=ws_headers(**header_kwargs))
+        opened.append(communicator)
+        connected, _ = await communicator.connect(timeout=TIMEOUT)
+        return connected
+
+    yield attempt
+    for communicator in opened:
+        with contextlib.suppress(Exception):
+            await communicator.disconnect()
+
+
+@pytest.fixture
+def session_cookie(db) -> Callable[[object], str]:
+    """``session_cookie(user)`` (sync) logs ``user`` in and returns the Cookie header value."""
+    from django.test import Client as DjangoClient
+
+    def login(user) -> str:
+        client = DjangoClient()
+        client.force_login(user)
+        return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+    return login
+
+
+@pytest.fixture
+def create_users(make_user) -> Callable:
+    """``alice, bob = await create_users("alice", "bob")`` from an async test."""
+
+    async def create(*names: str, **extra) -> list:
+        return [await database_sync_to_async(make_user)(name, **extra) for name in names]
+
+    return create
+
+
+# --- The production-shaped cluster (chatsite/devcluster.py) -----------------------------------
+
+# Every cluster test shares one cluster per session; tests that need other settings start
+# their own ``Cluster``. Short heartbeats, as in the other live tests (tests.live.Socket).
+CLUSTER_ENV = {"CHAT_HEARTBEAT": "1"}
+
+
+@pytest.fixture(scope="session")
+def cluster_session():
+    """PostgreSQL + Redis + 2 daphne processes + HAProxy, started once per session. Skipped
+    when PostgreSQL or HAProxy is not installed, except in CI, where that is a failure."""
+    import os
+
+    from chatsite.devcluster import Cluster, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        message = f"the cluster needs {' and '.join(missing)} (apt-get install {' '.join(missing)}; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = Cluster.temporary_in(procs=2, env=CLUSTER_ENV).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster_session):
+    """The session's cluster with every process running and UP in the balancer again
+    (a previous test may have killed one, or stopped Redis)."""
+    yield cluster_session.heal()

@@ -929,6 +929,26 @@ async def test_frames_past_the_burst_are_rate_limited_and_the_socket_stays_open(
     await error(a, "rate_limited", ref="ping")
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["not json", '{"type":"ping","x":' + "[" * 30_000 + "]" * 30_000 + "}", '{"type":"ping","n":' + "1" * 5_000 + "}"],
+    ids=["not-json", "nested-too-deeply", "number-too-long"],
+)
+async def test_a_rate_limited_frame_that_cannot_be_decoded_is_rate_limited_with_no_ref(
+    connect, create_users, settings, clock, text
+):
+    settings.CHAT_RATE_BURST = 1
+    settings.CHAT_RATE_PER_SECOND = 1.0
+    (alice,) = await create_users("alice")
+    a = await connect(alice)
+    await a.send(type="ping")
+    await a.recv_type("pong")
+    await a.send_raw(text)
+    await error(a, "rate_limited", ref=None)
+    clock.now += 1.0
+    await still_open(a)
+
+
 async def test_a_client_that_keeps_sending_after_rate_limited_is_closed_with_4008(
     connect, create_users, settings, clock
 ):
