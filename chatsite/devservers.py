@@ -9,11 +9,13 @@ behind the cache).
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,18 +98,47 @@ def start_redis(run_dir: Path, *, port: int | None = None, timeout: float = 15.0
     raise RuntimeError(f"redis-server did not answer on port {port} within {timeout}s")
 
 
-def daphne_command(*, host: str, port: int, max_frame_bytes: int = 128 * 1024) -> list[str]:
+def daphne_command(
+    *, host: str, port: int, max_frame_bytes: int = 128 * 1024, proxy_headers: bool = False
+) -> list[str]:
     """The daphne command line used everywhere. Daphne's own message limit is twice the
     protocol's 64 KiB: the application closes frames just over 64 KiB cleanly with 1009,
     while daphne still refuses to buffer anything larger (it then drops the connection
-    mid-frame, which clients see as 1006). The handshake gets 10 s (PITFALLS.md)."""
+    mid-frame, which clients see as 1006). The handshake gets 10 s (PITFALLS.md).
+
+    ``proxy_headers``: behind a load balancer that OVERWRITES ``X-Real-IP`` with the true
+    peer and ``X-Forwarded-Proto`` with the scheme (deploy/haproxy.cfg). Daphne's plain
+    ``--proxy-headers`` believes the LEFTMOST ``X-Forwarded-For`` entry, which the client
+    writes; ``X-Real-IP`` is a single value only the balancer sets. Only for a daphne that
+    nothing but the balancer can reach (loopback, a unix socket, a private network)."""
+    proxy = ["--proxy-headers", "--proxy-headers-host", "X-Real-IP"] if proxy_headers else []
     return [
         sys.executable, "-m", "daphne",
         "-b", host,
         "-p", str(port),
+        *proxy,
         "--websocket-max-message-size", str(max_frame_bytes),
         "--websocket-max-frame-size", str(max_frame_bytes),
         "--websocket_connect_timeout", "10",
         "--application-close-timeout", "10",
         "chatsite.asgi:application",
     ]  # fmt: skip
+
+
+def demo_superuser(credentials: Path, manage: Callable[..., object]) -> str:
+    """Create the demo superuser ``admin`` on the first run (``credentials`` missing) with
+    ``manage(*args)`` running management commands against the right database; return how
+    to log in. Used by ``make run`` and ``make cluster``."""
+    if credentials.exists():
+        return credentials.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    script = (
+        "from django.contrib.auth import get_user_model\n"
+        "User = get_user_model()\n"
+        "u, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
+        f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()\n"
+    )
+    manage("shell", "-v", "0", "-c", script)
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.write_text(f"username: admin\npassword: {password}\n")
+    return credentials.read_text().strip()

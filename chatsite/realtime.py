@@ -9,6 +9,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from chatsite import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ def send_on_commit(group: str, event: dict) -> None:
 def group_send(group: str, event: dict) -> None:
     """Send now, from sync code (a service running in the ORM thread, a view, a command)."""
     try:
-        async_to_sync(get_channel_layer().group_send)(group, event)
+        async_to_sync(get_channel_layer().group_send)(group, metrics.event_stamp(event))
     except Exception:
         # The record is already committed; clients recover a lost broadcast with `since`.
         logger.exception("group_send to %s failed", group)
@@ -46,6 +48,6 @@ def channel_send_on_commit(channel: str, event: dict) -> None:
 
 def channel_send(channel: str, event: dict) -> None:
     try:
-        async_to_sync(get_channel_layer().send)(channel, event)
+        async_to_sync(get_channel_layer().send)(channel, metrics.event_stamp(event))
     except Exception:
         logger.exception("send to channel %s failed", channel)

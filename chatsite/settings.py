@@ -13,12 +13,38 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Production (DEBUG off) must set the key, and the same one on every process: sessions,
+# CSRF tokens and password-reset links signed by one process are checked by another.
 SECRET_KEY = env(
     "DJANGO_SECRET_KEY",
-    default="django-insecure-dev-only-key-change-me-in-production-0123456789",
+    **({"default": "django-insecure-dev-only-key-change-me-in-production-0123456789"} if DEBUG else {}),
 )
+# Old keys still accepted for checking signatures while a new key rolls out.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Security behind the load balancer (`manage.py check --deploy` is clean with DEBUG off) --
+# The load balancer terminates TLS and OVERWRITES X-Forwarded-Proto (deploy/haproxy.cfg), so
+# the header can be believed; an empty DJANGO_SECURE_PROXY_SSL_HEADER turns that off.
+_proxy_ssl_header = env("DJANGO_SECURE_PROXY_SSL_HEADER", default="X-Forwarded-Proto")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+# One switch for "served over HTTPS": on by default in production; DJANGO_SECURE_SSL=false
+# for a plain-HTTP cluster on one machine (make cluster). Each setting below can be
+# overridden on its own.
+SECURE_SSL = env.bool("DJANGO_SECURE_SSL", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=SECURE_SSL)
+# Health checks and metric scrapes reach each daphne directly over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=SECURE_SSL)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=SECURE_SSL)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SECURE_SSL else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE_SSL)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=SECURE_SSL)
+SECURE_CONTENT_TYPE_NOSNIFF = env.bool("DJANGO_SECURE_CONTENT_TYPE_NOSNIFF", default=True)
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "daphne",
@@ -69,7 +95,18 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 # Under ASGI persistent connections are off (CONN_MAX_AGE=0, see PITFALLS.md).
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg 3's pool (Django 5.1+) instead of persistent connections. Each daphne process
+    # runs its ORM work on ONE thread, so a small pool per process is plenty; size
+    # PostgreSQL's max_connections for processes x max_size + management commands.
+    # Health checks make the pool hand out only live connections after a database restart.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=4),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             # WAL lets readers (another process, a live test) work beside the writer;
@@ -105,7 +142,12 @@ CHANNEL_LAYERS = {
         # members after a crash; at-most-once, so every message is persisted first
         # and clients recover gaps with `since` (docs/architecture.md).
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [redis_db_url(REDIS_URL, 0)], "prefix": "chat"},
+        # Several URLs shard channels and groups over several Redis servers (by a hash of
+        # the name; every process must list the same URLs in the same order).
+        "CONFIG": {
+            "hosts": env.list("CHAT_CHANNEL_LAYER_URLS", default=[redis_db_url(REDIS_URL, 0)]),
+            "prefix": "chat",
+        },
     }
 }
 
@@ -141,7 +183,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# collectstatic writes here; with DEBUG off whitenoise serves the hashed, compressed copies
+# (CompressedManifestStaticFilesStorage needs collectstatic before the first request).
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 WHITENOISE_USE_FINDERS = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -165,13 +209,28 @@ CHAT_RATE_BURST = env.int("CHAT_RATE_BURST", default=30)
 CHAT_FLOOD_STRIKES = env.int("CHAT_FLOOD_STRIKES", default=10)
 
 # --- Logging ---------------------------------------------------------------------
+# "plain" for `make run`; "json" (one object per line, chatsite/logging.py) for a log
+# pipeline. Either way the redact filter strips anything that looks like a credential.
+DJANGO_LOG_FORMAT = env("DJANGO_LOG_FORMAT", default="plain").strip().lower()
+if DJANGO_LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f"DJANGO_LOG_FORMAT must be 'plain' or 'json', not {DJANGO_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "chatsite.logging.JsonFormatter"},
+    },
+    "filters": {"redact": {"()": "chatsite.logging.RedactFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": DJANGO_LOG_FORMAT, "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default config gives these their own console handlers (unredacted, and
+        # duplicating lines under DEBUG): send everything through the one handler above.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+        "django.channels.server": {"level": "WARNING"},
+    },
 }
 
 # --- Presence, liveness, moderation (presence/) ------------------------------------------
@@ -191,3 +250,10 @@ PRESENCE_ABUSE_IP_WINDOW = env.int("PRESENCE_ABUSE_IP_WINDOW", default=60)
 PRESENCE_ABUSE_COOLDOWN = env.int("PRESENCE_ABUSE_COOLDOWN", default=60)
 # Connects from these networks are never counted (benchmarks, internal services).
 PRESENCE_ABUSE_EXEMPT_NETWORKS = env.list("PRESENCE_ABUSE_EXEMPT_NETWORKS", default=[])
+
+# --- Observability (docs/observability.md) ----------------------------------------------
+# GET /metrics answers clients on these networks (CIDR, comma-separated), matched against
+# the peer address of this process: scrape each process on its own port, not through the LB.
+CHAT_METRICS_NETWORKS = env.list("CHAT_METRICS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# ...or any client sending `Authorization: Bearer <CHAT_METRICS_KEY>`; empty turns key access off.
+CHAT_METRICS_KEY = env("CHAT_METRICS_KEY", default="")

@@ -32,6 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
+from chatsite import metrics
 from chatsite.realtime import agroup_send, room_group
 from presence import policies, store
 from presence.services import connections as registry
@@ -208,6 +209,7 @@ async def current() -> Runtime:
                 runtime.task = loop.create_task(runtime.run(), name="presence-heartbeat")
             _runtimes[loop] = runtime
             logger.info("server process %s registered", runtime.name)
+            metrics.server_info(name=runtime.name)
     return runtime
 
 

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from chatsite import metrics
 from chatsite.realtime import agroup_send, room_group, user_group
 from presence import abuse
 from presence import runtime as presence_runtime
@@ -28,6 +29,7 @@ from rooms.events import (
     ClientFrame,
     CloseCode,
     ErrorCode,
+    ServerFrame,
     encode,
     error_frame,
     history_frame,
@@ -99,18 +101,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            metrics.connect(False)
             await self.close()  # before accept: the client gets HTTP 403
             return
         refusal = await abuse.connect_admit(
             kind="user", user_id=user.pk, ip=self.scope.get("client_ip"), user_agent=self.scope.get("user_agent", "")
         )
         if refusal:
+            metrics.connect(False)
             await self.close()
             return
         self.user = user
         self.runtime = await presence_runtime.connection_open(self)
+        metrics.connections_open(1)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
+        metrics.connect(True)
         await self.send_frame(
             welcome_frame(connection_id=self.connection_id, user=user.get_username(), heartbeat=settings.CHAT_HEARTBEAT)
         )
@@ -128,6 +134,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.runtime is None:
             return
         runtime, self.runtime = self.runtime, None
+        metrics.connections_open(-1)
+        metrics.disconnect(code)
         for joined in list(self.joined.values()):
             await self._leave(joined)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
@@ -178,14 +186,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if text_data is None:
                 raise ChatError(ErrorCode.BAD_JSON, "frames must be UTF-8 text, not binary")
             frame = frames.decode(text_data)
+            metrics.frame_in(frame["type"])
             handler = self.handlers.get(frame["type"])
             if handler is None:
                 raise ChatError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type '{frame['type'][:64]}'")
             await handler(self, frame)
         except ChatError as exc:
+            metrics.error(exc.code)
             await self.send_frame(error_frame(code=exc.code, message=exc.message, ref=frames.ref(frame)))
         except Exception:
             logger.exception("frame handling failed on connection %s", self.connection_id)
+            metrics.error(ErrorCode.INTERNAL)
             await self.send_frame(
                 error_frame(code=ErrorCode.INTERNAL, message="server error; try again", ref=frames.ref(frame))
             )
@@ -201,6 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.strikes = 0
             return True
         self.strikes += 1
+        metrics.error(ErrorCode.RATE_LIMITED)
         if policies.flood_close(strikes=self.strikes, limit=settings.CHAT_FLOOD_STRIKES):
             logger.info("closing flooding connection %s", self.connection_id)
             await self.close_with(code=CloseCode.FLOOD, reason="flood")
@@ -242,6 +254,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(joined_frame(room=slug, online=online, last_id=state["last_id"], more=state["more"]))
         for message in state["messages"]:
             await self.send(text_data=encode(message))
+            metrics.frame_out(message["type"])
         if first:
             await self._presence(room, "join")
 
@@ -350,6 +363,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=encode(frame))
+        metrics.frame_out(frame["type"])
 
     # --- channel-layer events: forward the prepared frame ----------------------------
 
@@ -363,21 +377,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if event["id"] > joined.recovered_max:
                 joined.recovered = set()  # past the recovered range: nothing more to drop
         await self.send(text_data=event["text"])
+        metrics.frame_out(ServerFrame.CHAT)
+        metrics.event_delivered(event)
 
     async def room_typing(self, event: dict) -> None:
         if event["user_id"] != self.user.pk and event["room_id"] in self.joined_by_id:
             await self.send(text_data=event["text"])
+            metrics.frame_out(ServerFrame.TYPING)
 
     async def room_presence(self, event: dict) -> None:
         if event["room_id"] in self.joined_by_id:
             await self.send(text_data=event["text"])
+            metrics.frame_out(ServerFrame.PRESENCE)
 
     async def user_frame(self, event: dict) -> None:
         await self.send(text_data=event["text"])
+        metrics.frame_out_text(event["text"])
+        metrics.event_delivered(event)
 
     async def room_frame(self, event: dict) -> None:
         if event["room_id"] in self.joined_by_id:
             await self.send(text_data=event["text"])
+            metrics.frame_out_text(event["text"])
 
     async def connection_kick(self, event: dict) -> None:
         await self.close_with(

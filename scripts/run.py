@@ -7,7 +7,6 @@ Serves on HOST:PORT (default 127.0.0.1:8000). Ctrl-C stops everything it started
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -18,27 +17,11 @@ RUN_DIR = ROOT / ".run"
 CREDENTIALS = RUN_DIR / "demo-superuser.txt"
 sys.path.insert(0, str(ROOT))
 
-from chatsite.devservers import daphne_command, start_redis  # noqa: E402
+from chatsite.devservers import daphne_command, demo_superuser, start_redis  # noqa: E402
 
 
 def manage(*args: str) -> None:
     subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], check=True, cwd=ROOT)
-
-
-def demo_superuser() -> str:
-    """Create the demo superuser on the first run; return how to log in."""
-    if CREDENTIALS.exists():
-        return CREDENTIALS.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    script = (
-        "from django.contrib.auth import get_user_model\n"
-        "User = get_user_model()\n"
-        "u, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
-        f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()\n"
-    )
-    manage("shell", "-v", "0", "-c", script)
-    CREDENTIALS.write_text(f"username: admin\npassword: {password}\n")
-    return CREDENTIALS.read_text().strip()
 
 
 def _terminate(signum, frame):
@@ -56,7 +39,7 @@ def main() -> int:
         os.environ["REDIS_URL"] = redis.url
     try:
         manage("migrate", "--noinput", "-v", "0")
-        credentials = demo_superuser()
+        credentials = demo_superuser(CREDENTIALS, manage)
         print(f"\nRedis:  {os.environ['REDIS_URL']}")
         print(f"Chat:   http://{host}:{port}/")
         print(f"Admin:  http://{host}:{port}/admin/")

@@ -4,6 +4,7 @@ the test run's Redis, and the same command line as `make run`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -168,6 +169,10 @@ class Socket:
                 self.closed.set_result(self.ws.close_code)
 
     async def _ping(self):
+        with contextlib.suppress(Exception):  # the server closed the socket: `closed` tells how
+            await self._beat()
+
+    async def _beat(self):
         while True:
             await asyncio.sleep(self.HEARTBEAT / 2)  # the ping cadence itself
             await self.ws.send(json.dumps({"type": "ping"}))

@@ -40,9 +40,14 @@ async def test_a_draining_process_sends_new_sockets_on_at_once(connect, create_u
     assert await closed_with(client) == 1012
 
 
-def test_drain_of_an_unknown_server_is_a_clear_error(db):
-    with pytest.raises(CommandError, match="no server process named"):
-        call_command("drain", server="nope")
+def test_drain_of_a_server_without_connections_only_marks_it_draining(db, capsys):
+    call_command("drain", server="never-had-a-socket")
+    assert "marked draining" in capsys.readouterr().out
+
+
+def test_drain_with_bad_batch_is_a_clear_error(db):
+    with pytest.raises(CommandError, match="--batch"):
+        call_command("drain", server="any", batch=0)
 
 
 async def test_redis_restart_resyncs_clients_and_restores_blocks(connect, create_users):

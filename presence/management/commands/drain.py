@@ -32,8 +32,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"{name}\t{count} open")
             if not server:
                 return
-        if not ServerProcess.objects.filter(name=server).exists():
-            raise CommandError(f"no server process named '{server}' (see --list)")
         if batch < 1 or interval < 0:
             raise CommandError("--batch must be at least 1 and --interval not negative")
         channels = list(
@@ -44,6 +42,11 @@ class Command(BaseCommand):
         # New handshakes that still reach the process are sent on at once, and its
         # health check fails, so the load balancer takes it out.
         async_to_sync(store.draining_set)(server=server, seconds=max(wait * 2, 60))
+        if not ServerProcess.objects.filter(name=server).exists():
+            # A process that never held a socket has nothing to close (systemd's ExecStop
+            # runs this for every stop): the flag alone keeps new sockets away.
+            self.stdout.write(f"{server} has no connections on record; marked draining")
+            return
         asyncio.run(self.send(channels, batch=batch, interval=interval))
         self.stdout.write(f"sent 1012 to {len(channels)} sockets of {server} in batches of {batch}")
         deadline = time.monotonic() + wait
