@@ -126,7 +126,15 @@ class Runtime:
     async def expire_silent(self, *, now: float, heartbeat: float) -> None:
         layer = get_channel_layer()
         for consumer in list(self.sockets.values()):
-            if policies.connection_silent(now=now, last_seen=consumer.last_seen, heartbeat=heartbeat):
+            if not policies.connection_silent(now=now, last_seen=consumer.last_seen, heartbeat=heartbeat):
+                continue
+            if policies.connection_silent(now=now, last_seen=consumer.last_seen, heartbeat=heartbeat + heartbeat / 3):
+                # A heartbeat after the expire event and still here: the consumer is not
+                # handling events any more (its task ended without disconnect()). Forget
+                # it directly, or its registry row and presence would stay until restart.
+                logger.warning("forgetting unresponsive connection %s", consumer.connection_id)
+                await consumer.expire_now()
+            else:
                 # Handled in the consumer's own queue, so it never races a frame it is handling.
                 await layer.send(consumer.channel_name, {"type": EXPIRE_EVENT})
 

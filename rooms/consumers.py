@@ -94,7 +94,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        if message["type"].startswith("websocket."):
+            await handler(message)
+            return
+        try:
+            await handler(message)
+        except Exception:
+            # A channel-layer event must never end the consumer: an exception escaping
+            # here would skip disconnect() and leave the registry and presence behind.
+            # The usual cause is a send racing the socket's close; the disconnect follows.
+            if self.closing is None and self.runtime is not None:
+                logger.exception("event %s failed on connection %s", message["type"], self.connection_id)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -417,6 +427,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         server ended the socket, so the reconnect does not count as abuse."""
         await presence_runtime.connection_credit(self)
         await self.close_with(code=CloseCode.SERVICE_RESTART, reason=f"drain: {event['reason']}"[:200])
+
+    async def expire_now(self) -> None:
+        """Forget this socket without its own event loop turn (see presence/runtime.py)."""
+        await self._forget(code=CloseCode.GOING_AWAY, reason="unresponsive")
+        self.closing = (CloseCode.GOING_AWAY, "unresponsive")
 
     async def connection_expire(self, event: dict) -> None:
         """Silent for three heartbeats: forget it now (the socket is likely dead, so its

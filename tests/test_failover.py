@@ -142,3 +142,59 @@ async def test_kill_9_during_traffic_loses_and_duplicates_nothing(cluster):
     for peer in peers:
         await peer.client.close()
     cluster.heal()
+
+
+async def test_drain_moves_a_processes_clients_to_the_others_in_batches(cluster):
+    """A rolling restart: `manage.py drain` closes one process's sockets with 1012 in
+    batches; the clients come back through the balancer to the other process."""
+    key = last_line(cluster.manage("create_service_key", "drain-test"))
+    tokens = [last_line(cluster.manage("create_token", f"drained{i}", "--create-user")) for i in range(8)]
+    closes: list[tuple[float, int | None]] = []
+
+    def on_state(state: str, detail: dict) -> None:
+        if state == "disconnected" and detail.get("attempt") == 0:
+            closes.append((time.monotonic(), detail.get("code")))
+
+    clients = [ChatClient(cluster.ws_url, token, on_state=on_state, send_rate=None) for token in tokens]
+    for client in clients:
+        await client.connect()
+        await client.join(ROOM)
+
+    def placement() -> dict[str, str]:
+        status, listing = http("GET", cluster.lb_url + "/api/connections", key)
+        assert status == 200
+        return {c["id"]: c["server"] for c in listing["connections"]}
+
+    where = await asyncio.to_thread(placement)
+    servers = [where[c.welcome["connection_id"]] for c in clients]
+    drained = max(set(servers), key=servers.count)
+    on_drained = servers.count(drained)
+    assert on_drained >= 2
+
+    output = await asyncio.to_thread(
+        cluster.manage, "drain", "--server", drained, "--batch", "2", "--interval", "0.5", "--wait", "20"
+    )
+    leftovers = cluster.manage(
+        "shell",
+        "-c",
+        "from presence.models import Connection as C; "
+        f"print(list(C.objects.filter(server__name={drained!r}, closed_at__isnull=True).values_list('user__username', 'connected_at', 'channel_name')))",
+    )
+    assert f"sent 1012 to {on_drained} sockets" in output and "drained" in output, leftovers
+
+    async def all_back() -> None:
+        while any(c._ws is None for c in clients) or len(closes) < on_drained:
+            await asyncio.sleep(0.1)  # polling the clients' state: they reconnect on their own
+
+    await asyncio.wait_for(all_back(), timeout=20)
+    assert {code for _, code in closes} == {1012}
+    # Batches of 2, half a second apart: the clients did not all leave at once.
+    assert max(t for t, _ in closes) - min(t for t, _ in closes) >= 0.5 * ((on_drained + 1) // 2 - 1) * 0.8
+    where = await asyncio.to_thread(placement)
+    assert drained not in {where[c.welcome["connection_id"]] for c in clients}
+    # Still chatting: a message from one reaches another, exactly once.
+    client_id = await clients[0].chat(ROOM, "after the drain")
+    await clients[0].wait_ack(client_id)
+    for client in clients:
+        await client.close()
+    cluster.heal()

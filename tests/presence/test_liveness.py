@@ -183,3 +183,42 @@ async def test_room_kick_reaches_everyone_in_the_room_and_no_one_else(connect, c
     assert (await b.until("kicked"))["reason"] == moderation.KICK_REASON_DEFAULT
     await c.send(type="ping")
     assert (await c.until("pong"))["type"] == "pong"
+
+
+async def test_a_consumer_that_stopped_handling_events_is_forgotten_after_four_heartbeats(
+    connect, create_users, settings
+):
+    alice, bob = await create_users("alice", "bob")
+    stuck = await connect(alice)
+    watcher = await connect(bob)
+    await stuck.join("general")
+    await watcher.join("general")
+    server = await runtime.current()
+    consumer = server.sockets[stuck.welcome["connection_id"]]
+    consumer.last_seen -= 4.5 * settings.CHAT_HEARTBEAT  # silent, and the expire event went unanswered
+    await server.expire_silent(now=time.monotonic(), heartbeat=settings.CHAT_HEARTBEAT)
+    assert stuck.welcome["connection_id"] not in server.sockets
+    leave = await presence_leave(watcher)
+    assert leave["user"] == "alice"
+    (row,) = await rows(id=stuck.welcome["connection_id"])
+    assert row["closed_at"] is not None and row["close_reason"] == "unresponsive"
+
+
+async def test_a_failing_event_handler_does_not_end_the_consumer(connect, create_users, monkeypatch):
+    alice, bob = await create_users("alice", "bob")
+    a, b = await connect(alice), await connect(bob)
+    await a.join("general")
+    await b.join("general")
+    server = await runtime.current()
+    consumer = server.sockets[a.welcome["connection_id"]]
+
+    async def broken(event):
+        raise RuntimeError("send on a closed protocol")
+
+    monkeypatch.setattr(consumer, "room_typing", broken)
+    await b.send(type="typing", room="general")
+    await b.send(type="ping")
+    await b.until("pong")
+    await a.send(type="ping")
+    assert (await a.until("pong"))["type"] == "pong", "the consumer outlived the failing handler"
+    assert a.welcome["connection_id"] in server.sockets
