@@ -29,7 +29,10 @@ def _terminate(signum, frame):
 
 
 def main() -> int:
+    # Set both explicitly: a shell starts background jobs with SIGINT ignored, and that
+    # would be inherited, leaving nothing to stop the servers.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     RUN_DIR.mkdir(exist_ok=True)
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
@@ -50,7 +53,7 @@ def main() -> int:
         try:
             return daphne.wait()
         except KeyboardInterrupt:
-            daphne.send_signal(signal.SIGINT)
+            daphne.terminate()  # SIGTERM: daphne may have inherited an ignored SIGINT
             try:
                 daphne.wait(timeout=15)
             except subprocess.TimeoutExpired:
