@@ -29,6 +29,7 @@ from rooms.events import (
     ClientFrame,
     CloseCode,
     ErrorCode,
+    LayerEvent,
     ServerFrame,
     encode,
     error_frame,
@@ -44,6 +45,7 @@ from rooms.events import (
     typing_frame,
     welcome_frame,
 )
+from rooms.hub import hub
 from rooms.models import Room
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class Joined:
     # False after a join that answered `more`: the client must join again with `since`
     # before live messages resume, or it would skip the gap.
     live: bool = True
+    # While a join runs: the room events that arrived meanwhile, sent after `joined`
+    # and the recovered messages so that nothing overtakes them.
+    pending: list[dict] | None = None
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -240,20 +245,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         slug = frames.room_slug(frame)
         since = frames.optional_message_id(frame, "since")
         room = await self._room_for_join(slug)
-        # Subscribe before reading: anything committed after the read arrives live.
-        await self.channel_layer.group_add(room_group(room.id), self.channel_name)
+        joined = self.joined_by_id.get(room.id)
+        rejoin = joined is not None
+        if joined is None:
+            joined = self.joined_by_id[room.id] = Joined(room=room)
+        joined.pending = []
         try:
+            # Subscribe before reading: anything committed after the read arrives live.
+            await hub().add(room.id, self)
             state = await database_sync_to_async(services.room_join_state)(
                 room=room, since=since, recovery_limit=settings.CHAT_RECOVERY_LIMIT
             )
         except BaseException:
-            if room.id not in self.joined_by_id:
-                await self.channel_layer.group_discard(room_group(room.id), self.channel_name)
+            if rejoin:
+                await self._release(joined)
+            else:
+                self.joined_by_id.pop(room.id, None)
+                await hub().discard(room.id, self)
             raise
-        joined = Joined(room=room, live=not state["more"])
+        joined.live = not state["more"]
         joined.recovered = {m["id"] for m in state["messages"]}
         joined.recovered_max = max(joined.recovered, default=0)
-        self.joined[slug] = self.joined_by_id[room.id] = joined
+        self.joined[slug] = joined
         first, online = await presence.room_enter(
             room_id=room.id,
             room_slug=room.slug,
@@ -265,8 +278,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for message in state["messages"]:
             await self.send(text_data=encode(message))
             metrics.frame_out(message["type"])
+        await self._release(joined)
         if first:
             await self._presence(room, "join")
+
+    async def _release(self, joined: Joined) -> None:
+        """End a join's hold: send what arrived meanwhile, then deliver live."""
+        pending, joined.pending = joined.pending or [], None
+        for event in pending:
+            await self.room_event(event)
 
     async def _room_for_join(self, slug: str) -> Room:
         cached = _public_rooms.get(slug)
@@ -288,7 +308,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         room = joined.room
         self.joined.pop(room.slug, None)
         self.joined_by_id.pop(room.id, None)
-        await self.channel_layer.group_discard(room_group(room.id), self.channel_name)
+        await hub().discard(room.id, self)
         last = await presence.room_exit(
             room_id=room.id,
             room_slug=room.slug,
@@ -375,40 +395,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=encode(frame))
         metrics.frame_out(frame["type"])
 
-    # --- channel-layer events: forward the prepared frame ----------------------------
+    # --- room events, from this process's RoomHub (rooms/hub.py) ---------------------
 
-    async def room_message(self, event: dict) -> None:
+    async def room_event(self, event: dict) -> None:
+        """A room event for this socket: forward its prepared frame. Called by the hub,
+        not through this consumer's queue, so it checks the socket's state itself."""
         joined = self.joined_by_id.get(event["room_id"])
-        if joined is None or not joined.live:
+        if joined is None or self.closing is not None:
             return
-        if joined.recovered:
-            if event["id"] in joined.recovered:
-                return  # already sent by the join's recovery
-            if event["id"] > joined.recovered_max:
-                joined.recovered = set()  # past the recovered range: nothing more to drop
-        await self.send(text_data=event["text"])
-        metrics.frame_out(ServerFrame.CHAT)
-        metrics.event_delivered(event)
-
-    async def room_typing(self, event: dict) -> None:
-        if event["user_id"] != self.user.pk and event["room_id"] in self.joined_by_id:
+        if joined.pending is not None:
+            joined.pending.append(event)
+            return
+        kind = event["type"]
+        if kind == LayerEvent.ROOM_MESSAGE:
+            if not joined.live:
+                return
+            if joined.recovered:
+                if event["id"] in joined.recovered:
+                    return  # already sent by the join's recovery
+                if event["id"] > joined.recovered_max:
+                    joined.recovered = set()  # past the recovered range: nothing more to drop
             await self.send(text_data=event["text"])
-            metrics.frame_out(ServerFrame.TYPING)
-
-    async def room_presence(self, event: dict) -> None:
-        if event["room_id"] in self.joined_by_id:
+            metrics.frame_out(ServerFrame.CHAT)
+            metrics.event_delivered(event)
+        elif kind == LayerEvent.ROOM_TYPING:
+            if event["user_id"] != self.user.pk:
+                await self.send(text_data=event["text"])
+                metrics.frame_out(ServerFrame.TYPING)
+        else:  # presence, pushes to a room
             await self.send(text_data=event["text"])
-            metrics.frame_out(ServerFrame.PRESENCE)
+            metrics.frame_out_text(event["text"])
+
+    # --- channel-layer events for this socket: forward the prepared frame --------------
 
     async def user_frame(self, event: dict) -> None:
         await self.send(text_data=event["text"])
         metrics.frame_out_text(event["text"])
         metrics.event_delivered(event)
-
-    async def room_frame(self, event: dict) -> None:
-        if event["room_id"] in self.joined_by_id:
-            await self.send(text_data=event["text"])
-            metrics.frame_out_text(event["text"])
 
     async def connection_kick(self, event: dict) -> None:
         await self.close_with(

@@ -207,18 +207,32 @@ async def test_a_consumer_that_stopped_handling_events_is_forgotten_after_four_h
 async def test_a_failing_event_handler_does_not_end_the_consumer(connect, create_users, monkeypatch):
     alice, bob = await create_users("alice", "bob")
     a, b = await connect(alice), await connect(bob)
-    await a.join("general")
-    await b.join("general")
     server = await runtime.current()
     consumer = server.sockets[a.welcome["connection_id"]]
 
     async def broken(event):
         raise RuntimeError("send on a closed protocol")
 
-    monkeypatch.setattr(consumer, "room_typing", broken)
-    await b.send(type="typing", room="general")
-    await b.send(type="ping")
-    await b.until("pong")
+    monkeypatch.setattr(consumer, "user_frame", broken)
+    await b.send(type="private", to="alice", body="hello", client_id="p1")
+    await b.until("private")
     await a.send(type="ping")
     assert (await a.until("pong"))["type"] == "pong", "the consumer outlived the failing handler"
     assert a.welcome["connection_id"] in server.sockets
+
+
+async def test_a_failing_room_member_does_not_cost_the_others_their_message(connect, create_users, monkeypatch):
+    alice, bob, carol = await create_users("alice", "bob", "carol")
+    a, b, c = await connect(alice), await connect(bob), await connect(carol)
+    for client in (a, b, c):
+        await client.join("general")
+    server = await runtime.current()
+    consumer = server.sockets[b.welcome["connection_id"]]
+
+    async def broken(event):
+        raise RuntimeError("send on a closed protocol")
+
+    monkeypatch.setattr(consumer, "room_event", broken)
+    await a.send(type="chat", room="general", body="to all", client_id="r1")
+    assert (await a.until("chat"))["body"] == "to all"
+    assert (await c.until("chat"))["body"] == "to all"
