@@ -92,7 +92,8 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 
 # --- Database -------------------------------------------------------------------
 # SQLite for `make run`; PostgreSQL through DATABASE_URL for the cluster.
-# Under ASGI persistent connections are off (CONN_MAX_AGE=0, see PITFALLS.md).
+# Under ASGI persistent connections are off (CONN_MAX_AGE=0, see PITFALLS.md), except
+# for SQLite below.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -107,6 +108,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite has no pool, and opening a connection for every database crossing was ~17%
+    # of daphne's CPU in the fan-out profile (docs/performance.md). All ORM work of a
+    # daphne process runs on ONE thread (PITFALLS.md), so one persistent connection per
+    # process is safe here; health checks replace it if it breaks.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=None)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             # WAL lets readers (another process, a live test) work beside the writer;

@@ -22,3 +22,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests drive rate limits explicitly; the defaults stay realistic.
 CHAT_HEARTBEAT = 20
 PRESENCE_HEARTBEAT_TASK = False
+# In-process tests share the test database between the test thread and the ORM thread
+# and flush it between tests: no connection may outlive a test there. The live tests
+# (real daphne processes) run with the production setting.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
