@@ -101,7 +101,7 @@ def test_revoking_tokens_in_the_admin_stops_them_authenticating(admin_client, ma
     changelist = reverse("admin:accounts_apitoken_changelist")
     response = admin_client.post(changelist, {"action": "revoke", "_selected_action": [one.pk, two.pk]}, follow=True)
     assert response.status_code == 200
-    assert "Revoked 2 token(s)." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert "Revoked 2 API token(s)." in [str(m) for m in get_messages(response.wsgi_request)]
     assert token_user(raw=one_raw) is None and token_user(raw=two_raw) is None
     assert token_user(raw=kept_raw) == alice
     assert set(ApiToken.objects.filter(revoked_at__isnull=False).values_list("pk", flat=True)) == {one.pk, two.pk}
