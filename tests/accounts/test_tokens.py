@@ -107,7 +107,7 @@ def test_revoking_tokens_in_the_admin_stops_them_authenticating(admin_client, ma
     assert set(ApiToken.objects.filter(revoked_at__isnull=False).values_list("pk", flat=True)) == {one.pk, two.pk}
 
     again = admin_client.post(changelist, {"action": "revoke", "_selected_action": [one.pk]}, follow=True)
-    assert "Revoked 0 token(s)." in [str(m) for m in get_messages(again.wsgi_request)]
+    assert "Revoked 0 API token(s)." in [str(m) for m in get_messages(again.wsgi_request)]
 
 
 def test_the_token_changelist_loads_with_search_and_filters(admin_client, make_user):
