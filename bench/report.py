@@ -9,6 +9,7 @@ from pathlib import Path
 from bench import stats
 
 BASELINE = "baseline"
+OTHER_LOAD = 0.2  # cores used by other processes in a window above which the report warns
 
 # (label, path in the scenario's figures, better: "high" | "low" | "")
 HEADLINES: dict[str, list[tuple[str, str, str]]] = {
@@ -184,6 +185,7 @@ def markdown(report: dict) -> str:
         f"- Load generator: {meta['generator']}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         f"- Commit: {meta['commit']}",
+        f"- Load average at start: {' '.join(meta.get('loadavg_at_start') or ['?'])}",
         f"- Mode: {'QUICK (small sizes: a smoke run, not figures)' if meta['quick'] else 'full'}; "
         f"took {meta.get('took_s', '?')} s",
         "",
@@ -214,6 +216,12 @@ def markdown(report: dict) -> str:
         if bound:
             lines.append(f"\nThe load generator's cores were saturated during part of this scenario for: "
                          f"{', '.join(bound)} (those figures describe the client as much as the server).")  # fmt: skip
+        busy = {t: _other_load(f) for t, f in by_target.items()}
+        busy = {t: v for t, v in busy.items() if v > OTHER_LOAD}
+        if busy:
+            lines.append("\nOther processes on the machine were busy during this scenario (most, in cores: "
+                         + ", ".join(f"{t} {v:.2f}" for t, v in busy.items())
+                         + "): those figures are less reliable.")  # fmt: skip
         if scenario == "fanout":
             lines += _ceiling_lines(by_target)
             lines += _profile_lines(by_target)
@@ -230,6 +238,14 @@ def markdown(report: dict) -> str:
         lines.append(f"- {note}")
     lines += ["", "↑ higher is better, ↓ lower is better; a ratio is target/baseline measured in this same run."]
     return "\n".join(lines) + "\n"
+
+
+def _other_load(figures) -> float:
+    """The most CPU (cores) that processes outside the benchmark used in any window."""
+    if not isinstance(figures, dict):
+        return 0.0
+    own = figures.get("other_cpu_cores") or 0.0
+    return max([own, *(_other_load(v) for v in figures.values() if isinstance(v, dict))])
 
 
 def _generator_bound(figures) -> bool:

@@ -23,6 +23,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -160,7 +161,14 @@ def measure(ctx: Context, targets: dict[str, servers.Target], scenarios: list[st
     return results, samples
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the servers and workers in order, like Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Explicitly: a shell starting us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop)
     args = parse(argv)
     started = time.monotonic()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{event_loop_name()}, websockets client without compression; RLIMIT_NOFILE {nofile}",
             "versions": versions(),
             "commit": commit(args.project.resolve()),
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
             "targets": {name: t.note for name, t in targets.items()},
             "notes": notes,
         },
