@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsite import metrics
+from chatsite.daphne_compat import SEND_NOW
 from chatsite.realtime import agroup_send, room_group, user_group
 from presence import abuse
 from presence import runtime as presence_runtime
@@ -89,6 +90,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.last_seen = time.monotonic()  # any frame from the client; for liveness
         self.rtt_ms: int | None = None
         self.dirty = True  # last_seen, rtt or rooms changed since the last registry flush
+        # Daphne's direct send for prepared frames (chatsite/daphne_compat.py); None
+        # under another server, where room events take the ASGI send like the rest.
+        self.send_now = None
 
     # --- dispatch ------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.user = user
+        self.send_now = (self.scope.get("extensions") or {}).get(SEND_NOW)
         self.runtime = await presence_runtime.connection_open(self)
         metrics.connections_open(1)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
@@ -397,9 +402,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- room events, from this process's RoomHub (rooms/hub.py) ---------------------
 
-    async def room_event(self, event: dict) -> None:
-        """A room event for this socket: forward its prepared frame. Called by the hub,
-        not through this consumer's queue, so it checks the socket's state itself."""
+    async def room_event(self, event: dict, payload: bytes | None = None) -> None:
+        """A room event for this socket: forward its prepared frame (``payload``: the same,
+        UTF-8 encoded once by the hub for every local member). Called by the hub, not
+        through this consumer's queue, so it checks the socket's state itself."""
         joined = self.joined_by_id.get(event["room_id"])
         if joined is None or self.closing is not None:
             return
@@ -415,16 +421,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     return  # already sent by the join's recovery
                 if event["id"] > joined.recovered_max:
                     joined.recovered = set()  # past the recovered range: nothing more to drop
-            await self.send(text_data=event["text"])
+            await self._forward(event["text"], payload)
             metrics.frame_out(ServerFrame.CHAT)
             metrics.event_delivered(event)
         elif kind == LayerEvent.ROOM_TYPING:
             if event["user_id"] != self.user.pk:
-                await self.send(text_data=event["text"])
+                await self._forward(event["text"], payload)
                 metrics.frame_out(ServerFrame.TYPING)
         else:  # presence, pushes to a room
-            await self.send(text_data=event["text"])
+            await self._forward(event["text"], payload)
             metrics.frame_out_text(event["text"])
+
+    async def _forward(self, text: str, payload: bytes | None) -> None:
+        """Send a prepared frame: directly when daphne offers it and the socket is open,
+        else through the ASGI send (which also covers every other server)."""
+        send_now = self.send_now
+        if send_now is not None and send_now(payload if payload is not None else text.encode()):
+            return
+        await self.send(text_data=text)
 
     # --- channel-layer events for this socket: forward the prepared frame --------------
 

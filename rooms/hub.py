@@ -4,8 +4,9 @@ With one channel-layer group membership per socket, every room event costs each
 receiving socket a queue put, a msgpack decode, an asyncio task and a dispatch
 (PITFALLS.md measured 180-260 µs of daphne CPU per delivery). Here each process
 subscribes to a room group ONCE, on behalf of all its sockets in that room, decodes
-each event once, and hands the already-encoded frame to every local socket in a plain
-loop. Per delivery that leaves a method call and daphne's send.
+each event once, and hands the already-encoded frame (UTF-8 encoded once here) to every local socket in
+a plain loop. Per delivery that leaves a method call and daphne's direct send
+(chatsite/daphne_compat.py).
 
 Everything runs on the process's one event loop, so the member sets need no locks;
 a socket that is in the middle of a `join` buffers what arrives (see
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class RoomMember(Protocol):
-    async def room_event(self, event: dict) -> None: ...
+    async def room_event(self, event: dict, payload: bytes | None = None) -> None: ...
 
 
 class RoomHub:
@@ -101,9 +102,11 @@ class RoomHub:
         members = self.members.get(event.get("room_id"))
         if not members:
             return
+        text = event.get("text")
+        payload = text.encode() if isinstance(text, str) else None  # once, for every member
         for member in list(members):  # a member may leave while we await its send
             try:
-                await member.room_event(event)
+                await member.room_event(event, payload)
             except Exception:
                 # One broken socket must not cost the others their message.
                 logger.exception("delivery to a room member failed")
