@@ -1,3 +1,4 @@
+import asyncio
 import json
 
 import pytest
@@ -40,3 +41,43 @@ async def test_live_flood_closes_with_4008_after_rate_limited(daphne_server):
             codes.append(frame.get("code"))
     assert "rate_limited" in codes
     assert ws.close_code == 4008
+
+
+async def test_live_fan_out_to_a_stalled_reader_keeps_every_message_in_order(live_root):
+    """Daphne's direct send and eager writes (chatsite/daphne_compat.py) under back-pressure:
+    a member that does not read makes the kernel refuse bytes, so later frames queue in
+    Twisted behind the unsent rest; nothing may be lost, doubled or reordered, and the
+    other member keeps getting messages meanwhile."""
+    from tests.live import new_live_server
+
+    server = new_live_server(live_root / "stalled", CHAT_RATE_PER_SECOND="5000", CHAT_RATE_BURST="5000").start()
+    try:
+        fast = await live_socket(server, "fast")
+        slow_token = server.manage("create_token", "slow", "--create-user").strip().splitlines()[-1]
+        # With max_queue=1 the client stops reading its socket: the kernel buffers fill.
+        slow = await websockets.connect(
+            server.ws_url, max_queue=1, ping_interval=None, additional_headers={"Authorization": f"Bearer {slow_token}"}
+        )
+        assert json.loads(await slow.recv())["type"] == "welcome"
+        for ws in (fast, slow):
+            await ws.send(json.dumps({"type": "join", "room": "fan"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "joined"
+        count, body = 1200, "y" * 3990  # ~4.8 MB: more than the socket buffers hold
+
+        async def bodies(ws) -> list[int]:
+            seen = []
+            while len(seen) < count:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "chat":
+                    seen.append(int(frame["body"].split()[0]))
+            return seen
+
+        # The fast member sends and reads its echoes; the slow one reads nothing meanwhile.
+        echoes = asyncio.ensure_future(asyncio.wait_for(bodies(fast), 60))
+        for n in range(count):
+            await fast.send(json.dumps({"type": "chat", "room": "fan", "body": f"{n} {body}"}))
+        expected = list(range(count))
+        assert await echoes == expected
+        assert await asyncio.wait_for(bodies(slow), 60) == expected
+    finally:
+        server.stop()
