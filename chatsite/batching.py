@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
@@ -32,10 +32,22 @@ B = TypeVar("B")
 class Batcher(Generic[T, R]):
     """``write(items)`` runs in the ORM thread and returns one result per item, in order;
     a result that is an Exception is raised to that item's caller alone. If ``write``
-    itself raises, every caller of that batch gets the exception."""
+    itself raises, every caller of that batch gets the exception.
 
-    def __init__(self, write: Callable[[list[T]], list[R | BaseException]], *, name: str, max_batch: int = 200):
+    ``after(results)``, if given, runs on the event loop once a batch is written and
+    before its callers resume, in batch order (e.g. publishing what was committed, in
+    id order); an exception there is logged, and the callers still get their results."""
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], list[R | BaseException]],
+        *,
+        name: str,
+        max_batch: int = 200,
+        after: Callable[[list[R | BaseException]], Awaitable[None]] | None = None,
+    ):
         self.write = write
+        self.after = after
         self.name = name
         self.max_batch = max_batch
         self.queue: list[tuple[T, asyncio.Future]] = []
@@ -61,6 +73,12 @@ class Batcher(Generic[T, R]):
                 except Exception as exc:
                     logger.exception("%s: a batch of %d failed", self.name, len(batch))
                     results = [exc] * len(batch)
+                else:
+                    if self.after is not None:
+                        try:
+                            await self.after(results)
+                        except Exception:
+                            logger.exception("%s: after-write hook failed", self.name)
                 self.batches += 1
                 self.items += len(batch)
                 for (_, future), result in zip(batch, results, strict=True):

@@ -36,6 +36,18 @@ def group_send(group: str, event: dict) -> None:
         logger.exception("group_send to %s failed", group)
 
 
+async def apublish(events: list[tuple[str, dict]]) -> None:
+    """From async code, AFTER the transaction that recorded these events committed (e.g. a
+    Batcher's after-write hook): send each (group, event), in order. A failed send is
+    logged and the rest still go; clients recover a lost broadcast with `since`."""
+    layer = get_channel_layer()
+    for group, event in events:
+        try:
+            await layer.group_send(group, metrics.event_stamp(event))
+        except Exception:
+            logger.exception("group_send to %s failed", group)
+
+
 async def agroup_send(group: str, event: dict) -> None:
     """Send from async code (a consumer), for events that have no database record."""
     await get_channel_layer().group_send(group, event)

@@ -19,8 +19,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsite import metrics
+from chatsite.batching import Batcher, per_loop
 from chatsite.daphne_compat import SEND_NOW
-from chatsite.realtime import agroup_send, room_group, user_group
+from chatsite.realtime import agroup_send, apublish, room_group, user_group
 from presence import abuse
 from presence import runtime as presence_runtime
 from presence import store as presence
@@ -57,6 +58,16 @@ ROOM_CACHE_SECONDS = 60.0
 _public_rooms: dict[str, tuple[Room, float]] = {}
 # last_seen is kept on the monotonic clock (cheap, immune to clock steps); this converts.
 _MONOTONIC_TO_WALL = time.time() - time.monotonic()
+
+
+async def _publish_stored(results: list) -> None:
+    await apublish([r.publish for r in results if isinstance(r, services.Stored) and r.publish is not None])
+
+
+# Room messages are written by group commit: every chat frame that arrives while a batch
+# is being written goes into the next one (chatsite/batching.py), then is published in
+# id order before its sender's frame handler resumes.
+room_messages = per_loop(lambda: Batcher(services.room_messages_create, name="room-messages", after=_publish_stored))
 
 
 @dataclass
@@ -339,11 +350,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined = self._joined_room(frame)
         body = frames.body(frame)
         client_id = frames.client_id(frame)
-        message, created = await database_sync_to_async(services.room_message_create)(
-            room=joined.room, sender=self.user, body=body, client_id=client_id
+        stored = await room_messages().submit(
+            services.RoomChat(room=joined.room, sender=self.user, body=body, client_id=client_id)
         )
-        if not created:
-            await self.send_frame(message)  # a resend: the original, to this socket only
+        if not stored.created:
+            await self.send_frame(stored.frame)  # a resend: the original, to this socket only
 
     async def on_private(self, frame: dict) -> None:
         to = frames.username(frame, "to")

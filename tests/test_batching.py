@@ -7,6 +7,9 @@ import pytest
 
 from chatsite.batching import Batcher, per_loop
 
+# The crossing (database_sync_to_async) closes stale connections first.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 async def test_items_queued_during_a_write_share_the_next_crossing():
     started, release = threading.Event(), threading.Event()
@@ -67,6 +70,21 @@ async def test_a_cancelled_caller_still_has_its_item_written():
     release.set()
     follower = await asyncio.wait_for(batcher.submit("next"), 5)
     assert follower == "next" and written == ["kept", "next"]
+
+
+async def test_after_runs_in_order_before_the_callers_resume_and_its_failure_is_contained():
+    order = []
+
+    async def after(results):
+        order.append(("after", list(results)))
+        if results == [2]:
+            raise RuntimeError("publish failed")
+
+    batcher = Batcher(lambda items: items, name="test", after=after)
+    assert await asyncio.wait_for(batcher.submit(1), 5) == 1
+    order.append("caller resumed")
+    assert await asyncio.wait_for(batcher.submit(2), 5) == 2  # the hook's failure is only logged
+    assert order == [("after", [1]), "caller resumed", ("after", [2])]
 
 
 async def test_per_loop_gives_one_instance_per_event_loop():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from chatsite import realtime
 from rooms import services
@@ -191,6 +191,60 @@ def test_a_client_id_is_scoped_to_its_sender_across_rooms(alice, general, sent, 
         again, created = services.room_message_create(room=other, sender=alice, body="there", client_id="c1")
     assert created is False and again == original
     assert len(sent) == 1
+
+
+# --- room_messages_create (the chat socket's batched write) ---------------------------------
+
+
+def chat(room, sender, body, client_id=None):
+    return services.RoomChat(room=room, sender=sender, body=body, client_id=client_id)
+
+
+def test_a_batch_is_stored_in_order_with_one_event_per_new_message(alice, bob, general, sent):
+    results = services.room_messages_create(
+        [chat(general, alice, "one", "c1"), chat(general, bob, "two"), chat(general, alice, "three", "c2")]
+    )
+    assert [r.created for r in results] == [True, True, True]
+    stored = list(Message.objects.order_by("id").values_list("id", "body", "sender__username", "client_id"))
+    assert [(body, who, cid) for _, body, who, cid in stored] == [
+        ("one", "alice", "c1"), ("two", "bob", None), ("three", "alice", "c2"),
+    ]  # fmt: skip
+    assert [r.frame["id"] for r in results] == [row[0] for row in stored]
+    assert [r.frame["body"] for r in results] == ["one", "two", "three"]
+    for result in results:
+        group, event = result.publish
+        assert group == f"room.{general.id}" and event["id"] == result.frame["id"]
+        assert json.loads(event["text"]) == result.frame
+    assert sent == [], "the caller publishes, after the transaction"
+
+
+def test_a_batch_answers_resends_with_the_original_already_stored_or_earlier_in_the_batch(alice, bob, general):
+    (before,) = services.room_messages_create([chat(general, alice, "stored earlier", "c1")])
+    results = services.room_messages_create(
+        [
+            chat(general, alice, "resend of c1", "c1"),
+            chat(general, bob, "new", "b1"),
+            chat(general, bob, "resend of b1 in the same batch", "b1"),
+            chat(general, bob, "same client_id, other sender", "c1"),
+        ]
+    )
+    assert [r.created for r in results] == [False, True, False, True]
+    assert results[0].frame == before.frame and results[0].publish is None
+    assert results[2].frame == results[1].frame and results[2].publish is None
+    assert Message.objects.count() == 3
+
+
+def test_a_batch_that_races_another_process_falls_back_to_one_savepoint_per_message(alice, bob, general, monkeypatch):
+    def racing(chats):
+        # Another process stored alice's c1 after our duplicate check: the INSERT is refused.
+        raise IntegrityError("UNIQUE constraint failed")
+
+    Message.objects.create(room=general, sender=alice, body="from the other process", client_id="c1")
+    monkeypatch.setattr(services, "_room_messages_insert", racing)
+    results = services.room_messages_create([chat(general, alice, "mine", "c1"), chat(general, bob, "other")])
+    assert [r.created for r in results] == [False, True]
+    assert results[0].frame["body"] == "from the other process"
+    assert sorted(Message.objects.values_list("body", flat=True)) == ["from the other process", "other"]
 
 
 # --- private_message_create -----------------------------------------------------------------
