@@ -209,6 +209,9 @@ STORAGES = {
 CHAT_HEARTBEAT = env.int("CHAT_HEARTBEAT", default=20)  # seconds between client pings
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=64 * 1024)
 CHAT_RECOVERY_LIMIT = env.int("CHAT_RECOVERY_LIMIT", default=1000)
+# Messages each process keeps per subscribed room to answer joins (and `since`) without
+# the database (rooms/hub.py); a `since` older than those reads the database.
+CHAT_RECENT_PER_ROOM = env.int("CHAT_RECENT_PER_ROOM", default=200)
 # Per-connection token bucket: sustained frames per second, and the burst allowed.
 CHAT_RATE_PER_SECOND = env.float("CHAT_RATE_PER_SECOND", default=10.0)
 CHAT_RATE_BURST = env.int("CHAT_RATE_BURST", default=30)

@@ -269,9 +269,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             # Subscribe before reading: anything committed after the read arrives live.
             await hub().add(room.id, self)
-            state = await database_sync_to_async(services.room_join_state)(
-                room=room, since=since, recovery_limit=settings.CHAT_RECOVERY_LIMIT
-            )
+            state = await hub().join_state(room, since=since, limit=settings.CHAT_RECOVERY_LIMIT)
         except BaseException:
             if rejoin:
                 await self._release(joined)
@@ -280,7 +278,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await hub().discard(room.id, self)
             raise
         joined.live = not state["more"]
-        joined.recovered = {m["id"] for m in state["messages"]}
+        joined.recovered = {message_id for message_id, _ in state["messages"]}
         joined.recovered_max = max(joined.recovered, default=0)
         self.joined[slug] = joined
         first, online = await presence.room_enter(
@@ -291,9 +289,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             channel=self.channel_name,
         )
         await self.send_frame(joined_frame(room=slug, online=online, last_id=state["last_id"], more=state["more"]))
-        for message in state["messages"]:
-            await self.send(text_data=encode(message))
-            metrics.frame_out(message["type"])
+        for _, text in state["messages"]:
+            await self._forward(text, None)
+        metrics.frame_out(ServerFrame.CHAT, len(state["messages"]))
         await self._release(joined)
         if first:
             await self._presence(room, "join")
