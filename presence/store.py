@@ -49,12 +49,21 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] =
 
 
 def _redis() -> aioredis.Redis:
-    """One client per event loop (tests run several loops; daphne runs one)."""
+    """One client per event loop (tests run several loops; daphne runs one). Its pool
+    WAITS for a free connection (up to PRESENCE_REDIS_POOL_TIMEOUT s) when all
+    PRESENCE_REDIS_MAX_CONNECTIONS are busy: redis-py's default pool raises "Too many
+    connections" at once, which in a reconnect storm of 1,000 clients failed most
+    handshakes with HTTP 500."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.PRESENCE_REDIS_URL, decode_responses=True)
-        _clients[loop] = client
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.PRESENCE_REDIS_URL,
+            decode_responses=True,
+            max_connections=settings.PRESENCE_REDIS_MAX_CONNECTIONS,
+            timeout=settings.PRESENCE_REDIS_POOL_TIMEOUT,
+        )
+        client = _clients[loop] = aioredis.Redis(connection_pool=pool)
     return client
 
 
