@@ -442,12 +442,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             metrics.frame_out_text(event["text"])
 
     async def _forward(self, text: str, payload: bytes | None) -> None:
-        """Send a prepared frame: directly when daphne offers it and the socket is open,
-        else through the ASGI send (which also covers every other server)."""
+        """Send a prepared frame: under daphne directly, and not at all once the socket is
+        no longer open (its disconnect follows); under another server through the ASGI send."""
         send_now = self.send_now
-        if send_now is not None and send_now(payload if payload is not None else text.encode()):
-            return
-        await self.send(text_data=text)
+        if send_now is None:
+            await self.send(text_data=text)
+        else:
+            send_now(payload if payload is not None else text.encode())
 
     # --- channel-layer events for this socket: forward the prepared frame --------------
 
