@@ -56,11 +56,18 @@ class Batcher(Generic[T, R]):
         self.items = 0
 
     async def submit(self, item: T) -> R:
-        future = asyncio.get_running_loop().create_future()
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future:
+        """Queue ``item`` and return the future of its result without waiting for it (a
+        caller that need not wait lets its next items join the same batch). Items are
+        written, and ``after`` sees them, in the order they were queued."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.queue.append((item, future))
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run(), name=f"batch-{self.name}")
-        return await future
+            self.task = loop.create_task(self._run(), name=f"batch-{self.name}")
+        return future
 
     async def _run(self) -> None:
         try:

@@ -7,6 +7,8 @@ events carry a frame already encoded by whoever sent it, and are forwarded as is
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -55,6 +57,9 @@ logger = logging.getLogger(__name__)
 # Rooms this process has resolved (public ones only: a private room's membership is
 # checked on every join). Lets a join subscribe before its one database crossing.
 ROOM_CACHE_SECONDS = 60.0
+# A socket's chat frames being written at once; past this it is read again only when
+# its oldest is stored.
+CHATS_IN_FLIGHT = 64
 _public_rooms: dict[str, tuple[Room, float]] = {}
 # last_seen is kept on the monotonic clock (cheap, immune to clock steps); this converts.
 _MONOTONIC_TO_WALL = time.time() - time.monotonic()
@@ -66,8 +71,10 @@ async def _publish_stored(results: list) -> None:
 
 # Room messages are written by group commit: every chat frame that arrives while a batch
 # is being written goes into the next one (chatsite/batching.py), then is published in
-# id order before its sender's frame handler resumes.
-room_messages = per_loop(lambda: Batcher(services.room_messages_create, name="room-messages", after=_publish_stored))
+# id order. (Looked up at each write, so tests can replace the service.)
+room_messages = per_loop(
+    lambda: Batcher(lambda chats: services.room_messages_create(chats), name="room-messages", after=_publish_stored)
+)
 
 
 @dataclass
@@ -104,6 +111,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Daphne's direct send for prepared frames (chatsite/daphne_compat.py); None
         # under another server, where room events take the ASGI send like the rest.
         self.send_now = None
+        self.chats_in_flight = 0  # chat frames of this socket queued for writing
+        self._replies: set[asyncio.Task] = set()  # answers to those, being sent
 
     # --- dispatch ------------------------------------------------------------------
 
@@ -348,11 +357,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined = self._joined_room(frame)
         body = frames.body(frame)
         client_id = frames.client_id(frame)
-        stored = await room_messages().submit(
+        # Not awaited: the socket's next frames are read while this one is written, so a
+        # busy sender's messages share batches. Order is kept (one queue per process);
+        # only a resend's original or a failure is answered, when the write is done.
+        stored = room_messages().enqueue(
             services.RoomChat(room=joined.room, sender=self.user, body=body, client_id=client_id)
         )
-        if not stored.created:
-            await self.send_frame(stored.frame)  # a resend: the original, to this socket only
+        self.chats_in_flight += 1
+        stored.add_done_callback(functools.partial(self._chat_stored, ref=frames.ref(frame)))
+        if self.chats_in_flight > CHATS_IN_FLIGHT:
+            await asyncio.wait([stored])  # back-pressure: stop reading this socket meanwhile
+
+    def _chat_stored(self, stored: asyncio.Future, *, ref: str | None) -> None:
+        self.chats_in_flight -= 1
+        if stored.cancelled():
+            return
+        if (exc := stored.exception()) is not None:
+            logger.error("storing a chat message failed on connection %s", self.connection_id, exc_info=exc)
+            metrics.error(ErrorCode.INTERNAL)
+            reply = error_frame(code=ErrorCode.INTERNAL, message="server error; try again", ref=ref)
+        elif not stored.result().created:
+            reply = stored.result().frame  # a resend: the original, to this socket only
+        else:
+            return
+        if self.closing is None and self.runtime is not None:
+            self._replies.add(task := asyncio.ensure_future(self.send_frame(reply)))
+            task.add_done_callback(self._replies.discard)
 
     async def on_private(self, frame: dict) -> None:
         to = frames.username(frame, "to")

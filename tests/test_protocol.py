@@ -12,6 +12,7 @@ import re
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import OperationalError
 
 from rooms import services
 from rooms.models import Message, Room
@@ -1034,3 +1035,44 @@ async def test_a_socket_idle_for_more_than_10_seconds_still_receives_messages(co
     await b.close()
     assert (await a.recv_type("chat"))["body"] == "still there?"
     assert (await a.recv_type("presence"))["event"] == "leave"
+
+
+# --- chat writes are pipelined (rooms/consumers.py on_chat, chatsite/batching.py) -------------
+
+
+async def test_a_burst_from_one_sender_is_stored_and_delivered_in_order_in_shared_batches(connect, create_users):
+    from rooms.consumers import room_messages
+
+    alice, bob = await create_users("alice", "bob")
+    a, b = await connect(alice), await connect(bob)
+    await enter(a, "general")
+    await enter(b, "general")
+    await a.recv_type("presence")  # bob's
+    batches = room_messages().batches
+    for n in range(20):
+        await a.send(type="chat", room="general", body=f"n{n}", client_id=f"c{n}")
+    got = [await b.recv_type("chat") for _ in range(20)]
+    assert [m["body"] for m in got] == [f"n{n}" for n in range(20)]
+    assert [m["id"] for m in got] == sorted(m["id"] for m in got)
+    assert [(await a.recv_type("chat"))["id"] for _ in range(20)] == [m["id"] for m in got]
+    assert room_messages().batches - batches < 20, "the sender's frames did not wait for each other's writes"
+
+
+async def test_a_failed_write_answers_internal_with_the_ref_and_the_socket_goes_on(connect, create_users, monkeypatch):
+    alice, bob = await create_users("alice", "bob")
+    a, b = await connect(alice), await connect(bob)
+    await enter(a, "general")
+    await enter(b, "general")
+    await a.recv_type("presence")  # bob's
+    real = services.room_messages_create
+
+    def failing(chats):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "room_messages_create", failing)
+    await a.send(type="chat", room="general", body="lost?", client_id="c1")
+    assert await error(a, "internal", ref="c1")
+    assert await b.silent()
+    monkeypatch.setattr(services, "room_messages_create", real)
+    await a.send(type="chat", room="general", body="retried", client_id="c1")
+    assert (await b.recv_type("chat"))["body"] == "retried"
