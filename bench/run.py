@@ -116,6 +116,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SCENARIO.SIZE=VALUE", help="override a size")
     parser.add_argument("--procs", type=int, default=0, help="load generator processes (default: max(2, cores))")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of `run` during fanout")
+    parser.add_argument("--cluster-procs", default="", metavar="N,N,...",
+                        help="the scaling figure: the cluster target once per process count (targets cluster-N), "
+                             "e.g. 1,2,4; implies --target cluster")  # fmt: skip
     parser.add_argument("--out", type=Path, help="result directory (default bench/results/<timestamp>)")
     parser.add_argument("--project", type=Path, default=ROOT,
                         help="serve the `run` target from this checkout (e.g. `git archive` of an older commit, "
@@ -126,6 +129,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.scenario = list(ORDER)
         args.profile = True
     args.target = args.target or ["baseline", "run"]
+    try:
+        args.cluster_procs = [int(n) for n in args.cluster_procs.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--cluster-procs takes process counts separated by commas, e.g. 1,2,4")
+    if args.cluster_procs and "cluster" not in args.target:
+        args.target.append("cluster")
     args.scenario = [s for s in ORDER if s in (args.scenario or ORDER)]
     return args
 
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / stamp
     out.mkdir(parents=True, exist_ok=True)
     cluster_procs = int(os.environ.get("PROCS", "2"))  # as `make cluster`
-    plan = servers.core_plan(server_cores=cluster_procs if "cluster" in args.target else 1)
+    plan = servers.core_plan(server_cores=max(args.cluster_procs or [cluster_procs]) if "cluster" in args.target else 1)
     nofile = raise_nofile()  # servers and workers inherit it
     pin_self(plan.generator)  # this process only coordinates: keep it off the server's core
     gen_cores = len(plan.generator) if plan.generator else 1
@@ -205,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "run":
             targets[name] = servers.RunTarget(plan.server, template=template, project=args.project.resolve())
         else:
-            target, why = servers.cluster_target(plan.server, procs=cluster_procs, users=users)
-            if target is None:
-                notes.append(f"cluster {why}")
-                log(f"cluster {why}")
-                continue
-            targets[name] = target
+            for n in args.cluster_procs or [cluster_procs]:
+                label = f"cluster-{n}" if args.cluster_procs else "cluster"
+                target, why = servers.cluster_target(plan.server, procs=n, users=users, name=label)
+                if target is None:
+                    notes.append(f"{label} {why}")
+                    log(f"{label} {why}")
+                    break
+                targets[label] = target
     ctx = Context(plan=plan, procs=procs, tokens=tokens, sizes=table, out=out,
                   profile_targets=("run",) if args.profile else (), log=log, notes=notes)  # fmt: skip
     the_report = {

@@ -337,7 +337,8 @@ class ClusterTarget(Target):
 
     name = "cluster"
 
-    def __init__(self, cores: list[int] | None, *, procs: int, users: int):
+    def __init__(self, cores: list[int] | None, *, procs: int, users: int, name: str = "cluster"):
+        self.name = name  # cluster-N when the scaling figure runs several
         super().__init__(cores)
         self.procs = procs
         self.users = users
@@ -374,7 +375,9 @@ class ClusterTarget(Target):
         return Server(self.name, cluster.ws_url, main, aux, cluster.stop, tokens=self.tokens)
 
 
-def cluster_target(cores: list[int] | None, *, procs: int, users: int) -> tuple[Target | None, str]:
+def cluster_target(
+    cores: list[int] | None, *, procs: int, users: int, name: str = "cluster"
+) -> tuple[Target | None, str]:
     """The cluster target if `make cluster`'s Cluster class is there and can run, else why not."""
     try:
         from chatsite.devcluster import Cluster, missing_binaries  # noqa: F401
@@ -383,7 +386,7 @@ def cluster_target(cores: list[int] | None, *, procs: int, users: int) -> tuple[
     missing = missing_binaries()
     if missing:
         return None, f"skipped: {', '.join(missing)} not installed (`make cluster` installs them as root)"
-    return ClusterTarget(cores, procs=procs, users=users), ""
+    return ClusterTarget(cores, procs=procs, users=users, name=name), ""
 
 
 # --- the database and users of the `run` target ------------------------------------------------
