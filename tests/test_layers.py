@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from chatsite.layers import LOCAL_KEY, ProcessLocalChannelLayer
+from chatsite.layers import LOCAL_KEY, Mailbox, ProcessLocalChannelLayer
 
 TIMEOUT = 5.0
 
@@ -329,3 +329,27 @@ async def test_channels_and_groups_spread_over_shards_still_meet(redis_url, seco
             await layer.flush()
         for admin in admins:
             await admin.aclose()
+
+
+async def test_mailbox_hands_messages_out_in_order_and_waits_when_empty():
+    mailbox = Mailbox()
+    mailbox.put_nowait(1)
+    mailbox.put_nowait(2)
+    assert [await mailbox.get(), await mailbox.get()] == [1, 2]
+    waiting = asyncio.ensure_future(mailbox.get())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    mailbox.put_nowait(3)
+    assert await asyncio.wait_for(waiting, TIMEOUT) == 3
+    assert mailbox.qsize() == 0
+
+
+async def test_mailbox_getter_cancelled_after_its_wake_up_passes_the_message_on():
+    mailbox = Mailbox()
+    first = asyncio.ensure_future(mailbox.get())
+    second = asyncio.ensure_future(mailbox.get())
+    await asyncio.sleep(0)  # both wait
+    mailbox.put_nowait("only")  # wakes the first...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await asyncio.wait_for(second, TIMEOUT) == "only"
+    assert first.cancelled()
