@@ -159,7 +159,7 @@ class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
     # --- channels ---------------------------------------------------------------------
 
     async def new_channel(self, prefix: str = "specific.") -> str:
-        """A channel of this process: a local queue, no Redis command (bar the process
+        """A channel of this process: a local mailbox, no Redis command (bar the process
         channel's one SUBSCRIBE, the first time)."""
         if "!" in prefix:
             raise ValueError(f"a channel prefix cannot contain '!': {prefix!r}")
