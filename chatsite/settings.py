@@ -145,10 +145,12 @@ def redis_db_url(url: str, db: int) -> str:
 
 CHANNEL_LAYERS = {
     "default": {
-        # One PUBLISH per group send whatever the group size, and no ghost group
-        # members after a crash; at-most-once, so every message is persisted first
-        # and clients recover gaps with `since` (docs/architecture.md).
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels-redis's PubSub layer (one PUBLISH per group send whatever the group
+        # size, no ghost group members after a crash; at-most-once, so every message is
+        # persisted first and clients recover gaps with `since`), with process-local
+        # channel names: a consumer's channel costs no Redis command, and a group one
+        # SUBSCRIBE per process, not per socket (chatsite/layers.py, docs/architecture.md).
+        "BACKEND": "chatsite.layers.ProcessLocalChannelLayer",
         # Several URLs shard channels and groups over several Redis servers (by a hash of
         # the name; every process must list the same URLs in the same order).
         "CONFIG": {

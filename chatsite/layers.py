@@ -1,0 +1,331 @@
+"""The channel layer: channels-redis's PubSub layer with process-local channel names.
+
+With ``RedisPubSubChannelLayer`` every consumer's ``new_channel()`` is a Redis SUBSCRIBE
+(and an UNSUBSCRIBE when it ends), and every ``group_add`` another pair, so connect
+churn spent a third of daphne's CPU writing subscription commands. Here, as in
+channels-redis's core layer, a consumer's channel is ``<process channel>!<local>``:
+
+- ``new_channel()`` makes a local queue and no Redis command; the process channel is
+  subscribed once per layer (event loop), on first use.
+- ``send()`` to a ``!`` name publishes to its process channel with the local part inside
+  the message; the receiving process's reader puts it on that local queue, or drops it
+  when the channel is gone (as the PubSub layer drops messages nobody listens to).
+- A group is subscribed when its first local member joins and unsubscribed when the last
+  one leaves; a group message is decoded once per process and queued for each member.
+- A cancelled ``receive()`` (the consumer ended) forgets the channel and its groups; only
+  a group that lost its last local member costs a Redis command.
+- A local channel's messages wait in a ``Mailbox`` (a few hundred bytes), not an
+  asyncio.Queue (3.2 KB): every idle socket holds one.
+
+Names without ``!`` behave exactly as in the parent. Group sends stay one PUBLISH, and
+membership still lives only in process memory and the connection's subscriptions, so a
+crashed process leaves no ghost members. After a reconnect redis-py re-subscribes every
+channel of the shard's connection: process channels and groups alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
+from channels_redis.utils import _wrap_close, decode_hosts
+
+logger = logging.getLogger(__name__)
+
+# The key that carries the local part of a channel name inside a message sent to its
+# process channel; removed before the consumer sees the message.
+LOCAL_KEY = "__local__"
+
+_CANCELLED = (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit)
+
+
+class Mailbox:
+    """The messages of one local channel: asyncio.Queue's ``put_nowait`` and ``get``
+    (unbounded), without its four deques and Event: about 3.2 KB per idle socket down to
+    under a hundred bytes. Like asyncio.Queue, a getter cancelled just after it was woken
+    passes its wake-up on, so no message is stranded."""
+
+    __slots__ = ("_items", "_waiters")
+
+    def __init__(self) -> None:
+        self._items: deque | None = None  # made on the first message, dropped when drained
+        self._waiters: list[asyncio.Future] | None = None
+
+    def put_nowait(self, item) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    async def get(self):
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                waiter.cancel()
+                if self._waiters and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                if self._items:
+                    self._wake()
+                raise
+            finally:
+                if not self._waiters:
+                    self._waiters = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+
+class ProcessLocalChannelLayer(RedisPubSubChannelLayer):
+    """``RedisPubSubChannelLayer`` whose ``new_channel()`` names are process-local."""
+
+    def _get_layer(self) -> ProcessLocalLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = ProcessLocalLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)  # flushes the layer when the loop closes, as the parent does
+        return layer
+
+
+class _Shard(RedisSingleShardConnection):
+    """One Redis connection (PUBLISH and a pubsub); routing is the layer's."""
+
+    def _receive_message(self, message) -> None:
+        if message is not None:
+            name = message["channel"]
+            self.channel_layer.route(name.decode() if isinstance(name, bytes) else name, message["data"])
+
+    async def sync(self, channel: str, wanted: Callable[[], bool]) -> None:
+        """Subscribe or unsubscribe ``channel`` so that Redis matches ``wanted()``, which is
+        read under the shard's lock: whatever order callers come in, the last one to run
+        leaves the subscription as the member sets are now."""
+        async with self._lock:
+            want = wanted()
+            if want == (channel in self._subscribed_to):
+                return
+            self._ensure_redis()
+            self._ensure_receiver()
+            if want:
+                await self._pubsub.subscribe(channel)
+                self._subscribed_to.add(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+                self._subscribed_to.discard(channel)
+
+    def subscribed(self, channel: str) -> bool:
+        return channel in self._subscribed_to
+
+
+class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
+    """The layer of one event loop (one daphne process)."""
+
+    def __init__(self, hosts=None, **kwargs) -> None:
+        super().__init__(hosts=hosts, **kwargs)
+        self._shards = [_Shard(host, self) for host in decode_hosts(hosts)]
+        self.process_id = uuid.uuid4().hex
+        # Local channels (names with "!"): name -> its decoded messages. Plain names
+        # keep the parent's `channels` (queues of raw bytes) and their own subscriptions.
+        self.local: dict[str, Mailbox] = {}
+        # Process channels (the part before "!") this layer listens on.
+        self.processes: set[str] = set()
+        self._process_lock = asyncio.Lock()
+        # `groups` (the parent's): group channel -> its local members. This is the reverse
+        # index, channel -> group channels, so a channel that ends leaves its groups
+        # without scanning them all (a tuple: most channels are in one or two groups).
+        self.memberships: dict[str, tuple[str, ...]] = {}
+        # Group channels with a subscribe/unsubscribe in flight, and how many.
+        self._syncing: dict[str, int] = {}
+
+    # --- channels ---------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A channel of this process: a local mailbox, no Redis command (bar the process
+        channel's one SUBSCRIBE, the first time)."""
+        if "!" in prefix:
+            raise ValueError(f"a channel prefix cannot contain '!': {prefix!r}")
+        process = f"{self.prefix}{prefix}{self.process_id}"
+        channel = f"{process}!{uuid.uuid4().hex}"
+        self.local[channel] = Mailbox()
+        try:
+            await self._listen(process)
+        except BaseException:
+            self.local.pop(channel, None)
+            raise
+        return channel
+
+    async def _listen(self, process: str) -> None:
+        """Subscribe to ``process`` once; callers that come meanwhile wait for it."""
+        shard = self._get_shard(process)
+        if process in self.processes and shard.subscribed(process):
+            return
+        async with self._process_lock:
+            self.processes.add(process)
+            await shard.sync(process, lambda: process in self.processes)
+
+    async def send(self, channel: str, message: dict) -> None:
+        if "!" not in channel:
+            await super().send(channel, message)
+            return
+        process, _, local = channel.partition("!")
+        data = self.channel_layer.serialize({**message, LOCAL_KEY: local})
+        await self._get_shard(process).publish(process, data)
+
+    async def receive(self, channel: str) -> dict:
+        if "!" not in channel:
+            try:
+                return await super().receive(channel)
+            except _CANCELLED:
+                await self._leave_groups(channel)
+                raise
+        queue = self.local.get(channel)
+        try:
+            if queue is None:
+                # Not made by new_channel here (or forgotten by flush): listen for it now.
+                queue = self.local[channel] = Mailbox()
+                await self._listen(channel.partition("!")[0])
+            return await queue.get()
+        except _CANCELLED:
+            # Channels cancels receive() when the consumer ends (there is no
+            # delete_channel()): forget the channel, as the parent layer does.
+            if self.local.get(channel) is queue:
+                del self.local[channel]
+            await self._leave_groups(channel)
+            raise
+
+    def route(self, name: str, data: bytes) -> None:
+        """Hand a message from Redis to the local queues it is for (the shard's reader)."""
+        if name in self.processes:
+            message = self._decode(data)
+            if message is None:
+                return
+            queue = self.local.get(f"{name}!{message.pop(LOCAL_KEY, None)}")
+            if queue is not None:  # else the consumer is gone: dropped, as with no subscriber
+                queue.put_nowait(message)
+            return
+        members = self.groups.get(name)
+        if members:
+            decoded = None
+            for member in members:
+                queue = self.local.get(member)
+                if queue is None:
+                    queue = self.channels.get(member)
+                    if queue is not None:  # a plain channel: raw bytes, as in the parent
+                        queue.put_nowait(data)
+                    continue
+                if decoded is None:
+                    decoded = self._decode(data)
+                    if decoded is None:
+                        return
+                    queue.put_nowait(decoded)
+                else:
+                    # Decoded once; each further member gets its own dict, so a handler
+                    # that changes its event does not change the next member's.
+                    queue.put_nowait(dict(decoded))
+            return
+        queue = self.channels.get(name)
+        if queue is not None:
+            queue.put_nowait(data)
+
+    def _decode(self, data: bytes) -> dict | None:
+        try:
+            message = self.channel_layer.deserialize(data)
+        except Exception:
+            message = None
+        if not isinstance(message, dict):
+            # Logged here, not raised: an exception in the reader pauses it for a second.
+            logger.error("dropped a channel-layer message that could not be decoded")
+            return None
+        return message
+
+    # --- groups -----------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a channel of this process to ``group``; the first local member subscribes
+        the process, and every caller returns once the subscription is made."""
+        if channel not in (self.local if "!" in channel else self.channels):
+            raise RuntimeError(
+                "You can only call group_add() on channels that exist in-process.\n"
+                "Consumers are encouraged to use the common pattern:\n"
+                f"   self.channel_layer.group_add({group!r}, self.channel_name)"
+            )
+        group_channel = self._get_group_channel_name(group)
+        self.groups.setdefault(group_channel, set()).add(channel)
+        joined = self.memberships.get(channel, ())
+        if group_channel not in joined:
+            self.memberships[channel] = (*joined, group_channel)
+        await self._sync_group(group_channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove a channel from ``group`` (a no-op if it is not in it); the last local
+        member unsubscribes the process."""
+        group_channel = self._get_group_channel_name(group)
+        if self._forget_member(group_channel, channel):
+            joined = tuple(g for g in self.memberships.get(channel, ()) if g != group_channel)
+            if joined:
+                self.memberships[channel] = joined
+            else:
+                self.memberships.pop(channel, None)
+            await self._sync_group(group_channel)
+
+    def _forget_member(self, group_channel: str, channel: str) -> bool:
+        members = self.groups.get(group_channel)
+        if members is None or channel not in members:
+            return False
+        members.discard(channel)
+        if not members:
+            del self.groups[group_channel]
+        return True
+
+    async def _leave_groups(self, channel: str) -> None:
+        """A channel ended: out of all its groups; Redis only for groups left empty."""
+        emptied = [g for g in self.memberships.pop(channel, ()) if self._forget_member(g, channel)]
+        for group_channel in emptied:
+            try:
+                await self._sync_group(group_channel)
+            except BaseException:
+                # Re-raising would replace the CancelledError being handled. The group
+                # stays subscribed with no members (its messages are dropped) until its
+                # next group_add/group_discard puts Redis right.
+                logger.exception("unsubscribing %s after its last member ended failed", group_channel)
+
+    async def _sync_group(self, group_channel: str) -> None:
+        shard = self._get_shard(group_channel)
+        want = group_channel in self.groups
+        if not self._syncing.get(group_channel) and want == shard.subscribed(group_channel):
+            return  # nothing in flight and Redis already as wanted: no lock, no command
+        self._syncing[group_channel] = self._syncing.get(group_channel, 0) + 1
+        try:
+            await shard.sync(group_channel, lambda: group_channel in self.groups)
+        finally:
+            left = self._syncing.pop(group_channel, 1) - 1  # flush() may have reset it
+            if left:
+                self._syncing[group_channel] = left
+
+    # --- flush --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        self.local = {}
+        self.processes = set()
+        self.memberships = {}
+        self._syncing = {}
+        await super().flush()
