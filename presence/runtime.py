@@ -33,6 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from chatsite import metrics
+from chatsite.batching import Batcher, per_loop
 from chatsite.realtime import agroup_send, room_group
 from presence import abuse, policies, store
 from presence.services import connections as registry
@@ -220,6 +221,13 @@ async def current() -> Runtime:
     return runtime
 
 
+# Registry writes of sockets that open or close while the ORM thread is busy share one
+# crossing and one transaction (group commit). A connect still awaits its own row, so the
+# admin and the API list every accepted socket; a close awaits its row's update.
+_opens = per_loop(lambda: Batcher(lambda rows: registry.connections_open(rows=rows), name="connection-open"))
+_closes = per_loop(lambda: Batcher(lambda rows: registry.connections_close(closes=rows), name="connection-close"))
+
+
 @dataclass(frozen=True)
 class Opened:
     """What ``connection_open`` decided: refused (why), or recorded under ``runtime``."""
@@ -232,8 +240,8 @@ class Opened:
 async def connection_open(consumer: ChatConsumer, *, user) -> Opened:
     """Admit an authenticated socket about to be accepted, and record it: the per-user
     abuse count, block check, Redis record and draining flag in one Redis round trip
-    (presence/abuse.py), then the registry row, then this process's socket table.
-    A refused socket leaves nothing recorded."""
+    (presence/abuse.py), then the registry row (batched with concurrent connects), then
+    this process's socket table. A refused socket leaves nothing recorded."""
     runtime = await current()
     scope = consumer.scope
     ip = scope.get("client_ip")
@@ -251,14 +259,16 @@ async def connection_open(consumer: ChatConsumer, *, user) -> Opened:
     if admission.refusal:
         return Opened(refusal=admission.refusal)
     try:
-        await database_sync_to_async(registry.connection_open)(
-            id=consumer.connection_id,
-            user_id=user.pk,
-            server_id=runtime.server_id,
-            channel_name=consumer.channel_name,
-            ip=ip,
-            user_agent=scope.get("user_agent", ""),
-            now=timezone.now(),
+        await _opens().submit(
+            {
+                "id": consumer.connection_id,
+                "user_id": user.pk,
+                "server_id": runtime.server_id,
+                "channel_name": consumer.channel_name,
+                "ip": ip,
+                "user_agent": scope.get("user_agent", ""),
+                "now": timezone.now(),
+            }
         )
     except BaseException:
         # No row, no socket: take the Redis record back (shielded: a cancelled connect
@@ -273,7 +283,8 @@ async def connection_close(
     consumer: ChatConsumer, *, runtime: Runtime, code: int | None, reason: str, room_ids: list[int]
 ) -> list[int]:
     """Forget a socket: it leaves the rooms ``room_ids`` in presence and its Redis record
-    goes, in one Redis round trip; then the registry row is closed. Idempotent. Returns
+    goes, in one Redis round trip; then the registry row is closed (batched with concurrent
+    closes). Idempotent. Returns
     the rooms where it was its user's last socket (a `presence` leave is due there)."""
     runtime.remove(consumer)
     last = await store.connection_forget(
@@ -283,8 +294,8 @@ async def connection_close(
         username=consumer.user.get_username(),
         room_ids=room_ids,
     )
-    await database_sync_to_async(registry.connection_close)(
-        id=consumer.connection_id, code=code, reason=reason, last_seen=consumer.last_seen_at()
+    await _closes().submit(
+        {"id": consumer.connection_id, "code": code, "reason": reason, "last_seen": consumer.last_seen_at()}
     )
     return last
 

@@ -1,12 +1,19 @@
 """What a connect and a close cost in Redis, and that a refused or failed connect leaves
 no record behind (presence/abuse.py, presence/runtime.py, presence/store.py)."""
 
+import asyncio
+import threading
+import time
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from redis.asyncio.connection import AbstractConnection
 
 from accounts.services import token_create
@@ -97,12 +104,98 @@ async def test_a_connect_whose_registry_insert_fails_leaves_no_redis_record(conn
     alice, bob = await create_users("alice", "bob")
     await (await connect(alice)).close()
 
-    def fail(**kwargs):
+    def fail(*, rows):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr(registry, "connection_open", fail)
+    monkeypatch.setattr(registry, "connections_open", fail)
     _, token = await database_sync_to_async(token_create)(user=bob)
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=ws_headers(token=token))
     with pytest.raises(RuntimeError, match="database unavailable"):
         await communicator.connect(timeout=TIMEOUT)
     assert await store.server_connections(server=(await runtime.current()).name) == []
+
+
+# --- registry writes in batches -------------------------------------------------------------------
+
+
+def open_row(connection_id: str, *, user_id: int, server_id: int) -> dict:
+    return {
+        "id": connection_id, "user_id": user_id, "server_id": server_id, "channel_name": f"ch-{connection_id}",
+        "ip": "192.0.2.1", "user_agent": "ua", "now": timezone.now(),
+    }  # fmt: skip
+
+
+def test_a_batch_of_opens_is_one_insert_and_a_bad_row_fails_alone(transactional_db, make_user):
+    alice = make_user("alice")
+    server_id = registry.server_register(name="s1", pid=1)
+    rows = [open_row(f"c{i}", user_id=alice.pk, server_id=server_id) for i in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        assert registry.connections_open(rows=rows) == [None, None, None]
+    assert sum(q["sql"].startswith("INSERT") for q in queries) == 1
+    bad = open_row("c-bad", user_id=alice.pk + 1000, server_id=server_id)  # no such user
+    results = registry.connections_open(rows=[open_row("c3", user_id=alice.pk, server_id=server_id), bad])
+    assert results[0] is None and isinstance(results[1], IntegrityError)
+    assert sorted(Connection.objects.values_list("id", flat=True)) == ["c0", "c1", "c2", "c3"]
+    row = Connection.objects.get(id="c0")
+    assert (row.ip, row.channel_name, row.closed_at, row.rooms) == ("192.0.2.1", "ch-c0", None, " ")
+
+
+def test_a_batch_of_closes_keeps_each_rows_first_close(transactional_db, make_user):
+    alice = make_user("alice")
+    server_id = registry.server_register(name="s1", pid=1)
+    registry.connections_open(rows=[open_row(f"c{i}", user_id=alice.pk, server_id=server_id) for i in range(2)])
+    seen = timezone.now() - timedelta(seconds=30)
+    registry.connections_close(closes=[{"id": "c0", "code": 1000, "reason": "closed by client", "last_seen": seen}])
+    registry.connections_close(
+        closes=[
+            {"id": "c0", "code": 4003, "reason": "kicked", "last_seen": None},
+            {"id": "c1", "code": 1006, "reason": "connection lost", "last_seen": None},
+        ]
+    )
+    c0, c1 = Connection.objects.order_by("id")
+    assert (c0.close_code, c0.close_reason, c0.last_seen) == (1000, "closed by client", seen)
+    assert (c1.close_code, c1.close_reason) == (1006, "connection lost")
+    assert c1.closed_at is not None and c1.last_seen == c1.closed_at
+
+
+class FakeConsumer:
+    def __init__(self, user, index: int):
+        self.user = user
+        self.connection_id = f"fake{index}"
+        self.channel_name = f"specific.fake{index}"
+        self.scope = {"client_ip": "192.0.2.9", "user_agent": "ua"}
+
+    def last_seen_at(self):
+        return timezone.now()
+
+
+async def test_sockets_that_connect_while_the_orm_thread_is_busy_share_one_insert(create_users):
+    users = await create_users("u0", "u1", "u2", "u3")
+    server = await runtime.current()
+    opens = runtime._opens()
+    batches, items = opens.batches, opens.items
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_orm_thread():
+        busy.set()
+        release.wait(TIMEOUT)
+
+    holder = asyncio.ensure_future(database_sync_to_async(hold_the_orm_thread)())
+    assert await asyncio.to_thread(busy.wait, TIMEOUT)
+    tasks = [asyncio.ensure_future(runtime.connection_open(FakeConsumer(u, i), user=u)) for i, u in enumerate(users)]
+    # Each connect makes its Redis round trip, then queues its row behind the busy thread.
+    deadline = time.monotonic() + TIMEOUT
+    while len(opens.queue) < len(users) - 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert len(opens.queue) == len(users) - 1, "the first row waits for the busy thread, the others queue behind it"
+    release.set()
+    opened = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    await holder
+    assert all(o.refusal is None and o.runtime is server for o in opened)
+    assert (opens.batches - batches, opens.items - items) == (2, 4), "the first alone, the other three together"
+    ids = await database_sync_to_async(lambda: sorted(Connection.objects.values_list("id", flat=True)))()
+    assert ids == ["fake0", "fake1", "fake2", "fake3"]
+    assert sorted(c["id"] for c in await store.server_connections(server=server.name)) == ids
+    for consumer in [server.sockets[connection_id] for connection_id in ids]:
+        await runtime.connection_close(consumer, runtime=server, code=1000, reason="closed by client", room_ids=[])
+    assert await database_sync_to_async(Connection.objects.filter(closed_at__isnull=True).count)() == 0
