@@ -1,14 +1,20 @@
-"""Handshake middleware: bearer tokens, and the Origin rule of PROTOCOL.md §1."""
+"""Handshake middleware: bearer tokens, sessions, and the Origin rule of PROTOCOL.md §1."""
 
 from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
+from channels.auth import AuthMiddleware
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator, WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from accounts.selectors import token_user
+from accounts.selectors import token_plausible, tokens_users
+from chatsite.batching import Batcher, per_loop
+
+# The token lookups of handshakes that arrive while the ORM thread is busy share one
+# crossing and one query (chatsite/batching.py).
+_token_lookups = per_loop(lambda: Batcher(lambda raws: tokens_users(raws=raws), name="token-lookup"))
 
 
 def header(scope, name: bytes) -> bytes | None:
@@ -35,11 +41,28 @@ class TokenAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope, receive, send):
         raw = bearer_token(scope)
         if raw is not None:
-            user = await database_sync_to_async(token_user)(raw=raw)
+            user = await _token_lookups().submit(raw) if token_plausible(raw) else None
             scope = dict(scope, user=user or AnonymousUser(), auth="token")
         else:
             scope = dict(scope, auth="session")
         return await super().__call__(scope, receive, send)
+
+
+class SessionAuthMiddleware(AuthMiddleware):
+    """Channels' AuthMiddleware, except for a handshake with an Authorization header: the
+    token decides that one (TokenAuthMiddleware), so its session user, a hop to the ORM
+    thread, is never looked up."""
+
+    async def resolve_scope(self, scope):
+        if bearer_token(scope) is not None:
+            scope["user"]._wrapped = AnonymousUser()  # until TokenAuthMiddleware sets it
+            return
+        await super().resolve_scope(scope)
+
+
+def AuthMiddlewareStack(inner):
+    """Channels' AuthMiddlewareStack with SessionAuthMiddleware: cookies and sessions as ever."""
+    return CookieMiddleware(SessionMiddleware(SessionAuthMiddleware(inner)))
 
 
 class AllowedHostsOriginValidator(OriginValidator):
