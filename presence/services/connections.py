@@ -24,12 +24,15 @@ def server_register(*, name: str, pid: int) -> int:
 
 def connections_open(*, rows: list[dict]) -> list[BaseException | None]:
     """Insert the rows of sockets about to be accepted ({id, user_id, server_id, channel_name,
-    ip, user_agent, now}): one transaction, one INSERT for the lot. If it fails, each row is
-    tried alone, so a bad row (say, a user deleted meanwhile) fails only its own connect.
-    Returns None per row inserted, or the exception that row met."""
+    ip, user_agent, now}): one transaction, one prepared INSERT executed per row. If it
+    fails, each row is tried alone, so a bad row (say, a user deleted meanwhile) fails only
+    its own connect. Returns None per row inserted, or the exception that row met.
+
+    The INSERT is prepared once (executemany of every concrete field, each value prepared
+    by its field as the ORM does): bulk_create's compilation cost the ORM thread about as
+    much as the insert itself."""
     try:
-        with transaction.atomic():
-            Connection.objects.bulk_create([_connection(row) for row in rows])
+        _connections_insert(rows)
         return [None] * len(rows)
     except DatabaseError as exc:
         if len(rows) == 1:
@@ -37,12 +40,27 @@ def connections_open(*, rows: list[dict]) -> list[BaseException | None]:
     results: list[BaseException | None] = []
     for row in rows:
         try:
-            with transaction.atomic():
-                Connection.objects.bulk_create([_connection(row)])
+            _connections_insert([row])
             results.append(None)
         except DatabaseError as exc:
             results.append(exc)
     return results
+
+
+def _connections_insert(rows: list[dict]) -> None:
+    db = connections[Connection.objects.db]
+    fields = Connection._meta.concrete_fields
+    q = db.ops.quote_name
+    sql = (
+        f"INSERT INTO {q(Connection._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    values = []
+    for row in rows:
+        connection = _connection(row)
+        values.append([f.get_db_prep_save(f.pre_save(connection, add=True), connection=db) for f in fields])
+    with transaction.atomic(using=db.alias), db.cursor() as cursor:
+        cursor.executemany(sql, values)
 
 
 def _connection(row: dict) -> Connection:

@@ -125,13 +125,14 @@ def open_row(connection_id: str, *, user_id: int, server_id: int) -> dict:
     }  # fmt: skip
 
 
-def test_a_batch_of_opens_is_one_insert_and_a_bad_row_fails_alone(transactional_db, make_user):
+def test_a_batch_of_opens_is_one_prepared_insert_and_a_bad_row_fails_alone(transactional_db, make_user):
     alice = make_user("alice")
     server_id = registry.server_register(name="s1", pid=1)
     rows = [open_row(f"c{i}", user_id=alice.pk, server_id=server_id) for i in range(3)]
     with CaptureQueriesContext(connection) as queries:
         assert registry.connections_open(rows=rows) == [None, None, None]
-    assert sum(q["sql"].startswith("INSERT") for q in queries) == 1
+    inserts = [q["sql"] for q in queries if "INSERT" in q["sql"]]
+    assert len(inserts) == 1 and inserts[0].startswith("3 times:"), "one prepared INSERT for the batch"
     bad = open_row("c-bad", user_id=alice.pk + 1000, server_id=server_id)  # no such user
     results = registry.connections_open(rows=[open_row("c3", user_id=alice.pk, server_id=server_id), bad])
     assert results[0] is None and isinstance(results[1], IntegrityError)
