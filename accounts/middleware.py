@@ -48,21 +48,24 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
-class SessionAuthMiddleware(AuthMiddleware):
-    """Channels' AuthMiddleware, except for a handshake with an Authorization header: the
-    token decides that one (TokenAuthMiddleware), so its session user, a hop to the ORM
-    thread, is never looked up."""
+class BearerOrSessionMiddleware:
+    """A handshake with an Authorization header goes straight to ``bearer``: its token
+    decides the user (TokenAuthMiddleware), so it needs no cookie parsing, no session-user
+    lookup (a hop to the ORM thread) and no session wrapper around every message it is
+    sent. Any other handshake goes through ``session``, Channels' session stack."""
 
-    async def resolve_scope(self, scope):
-        if bearer_token(scope) is not None:
-            scope["user"]._wrapped = AnonymousUser()  # until TokenAuthMiddleware sets it
-            return
-        await super().resolve_scope(scope)
+    def __init__(self, *, bearer, session):
+        self.bearer = bearer
+        self.session = session
+
+    async def __call__(self, scope, receive, send):
+        app = self.bearer if bearer_token(scope) is not None else self.session
+        return await app(scope, receive, send)
 
 
 def AuthMiddlewareStack(inner):
-    """Channels' AuthMiddlewareStack with SessionAuthMiddleware: cookies and sessions as ever."""
-    return CookieMiddleware(SessionMiddleware(SessionAuthMiddleware(inner)))
+    """Channels' AuthMiddlewareStack for cookie handshakes, skipped by token handshakes."""
+    return BearerOrSessionMiddleware(bearer=inner, session=CookieMiddleware(SessionMiddleware(AuthMiddleware(inner))))
 
 
 class AllowedHostsOriginValidator(OriginValidator):
