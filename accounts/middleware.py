@@ -1,14 +1,20 @@
-"""Handshake middleware: bearer tokens, and the Origin rule of PROTOCOL.md §1."""
+"""Handshake middleware: bearer tokens, sessions, and the Origin rule of PROTOCOL.md §1."""
 
 from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
+from channels.auth import AuthMiddleware
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator, WebsocketDenier
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from accounts.selectors import token_user
+from accounts.selectors import token_plausible, tokens_users
+from chatsite.batching import Batcher, per_loop
+
+# The token lookups of handshakes that arrive while the ORM thread is busy share one
+# crossing and one query (chatsite/batching.py).
+_token_lookups = per_loop(lambda: Batcher(lambda raws: tokens_users(raws=raws), name="token-lookup"))
 
 
 def header(scope, name: bytes) -> bytes | None:
@@ -35,11 +41,31 @@ class TokenAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope, receive, send):
         raw = bearer_token(scope)
         if raw is not None:
-            user = await database_sync_to_async(token_user)(raw=raw)
+            user = await _token_lookups().submit(raw) if token_plausible(raw) else None
             scope = dict(scope, user=user or AnonymousUser(), auth="token")
         else:
             scope = dict(scope, auth="session")
         return await super().__call__(scope, receive, send)
+
+
+class BearerOrSessionMiddleware:
+    """A handshake with an Authorization header goes straight to ``bearer``: its token
+    decides the user (TokenAuthMiddleware), so it needs no cookie parsing, no session-user
+    lookup (a hop to the ORM thread) and no session wrapper around every message it is
+    sent. Any other handshake goes through ``session``, Channels' session stack."""
+
+    def __init__(self, *, bearer, session):
+        self.bearer = bearer
+        self.session = session
+
+    async def __call__(self, scope, receive, send):
+        app = self.bearer if bearer_token(scope) is not None else self.session
+        return await app(scope, receive, send)
+
+
+def AuthMiddlewareStack(inner):
+    """Channels' AuthMiddlewareStack for cookie handshakes, skipped by token handshakes."""
+    return BearerOrSessionMiddleware(bearer=inner, session=CookieMiddleware(SessionMiddleware(AuthMiddleware(inner))))
 
 
 class AllowedHostsOriginValidator(OriginValidator):

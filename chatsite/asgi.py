@@ -11,10 +11,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from accounts.middleware import AllowedHostsOriginValidator, TokenAuthMiddleware  # noqa: E402
+from accounts.middleware import AllowedHostsOriginValidator, AuthMiddlewareStack, TokenAuthMiddleware  # noqa: E402
 from chatsite import daphne_compat  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
 from presence.middleware import ConnectGuardMiddleware  # noqa: E402

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
@@ -29,24 +30,38 @@ def exempt(*, ip: str | None) -> bool:
     return policies.ip_in_networks(ip=ip, networks=networks)
 
 
-async def connect_admit(*, kind: str, user_id: int | None, ip: str | None, user_agent: str) -> str | None:
+async def connect_admit(
+    *,
+    kind: str,
+    user_id: int | None,
+    ip: str | None,
+    user_agent: str,
+    registration: store.Registration | None = None,
+) -> store.Admission:
     """Count this handshake for the user (kind "user") or the IP (kind "ip"), flag and cool
-    down on abuse, and return why it must be refused (block or cool-down), or None."""
-    if exempt(ip=ip):
-        return await store.denial(user_id=user_id, ip=None if kind == "user" else ip)
+    down on abuse, and say why it must be refused (block or cool-down) in ``refusal``.
+    With a ``registration`` (an authenticated socket), an admitted socket's Redis record is
+    written in the same round trip. One Redis round trip unless abuse is detected."""
     key = str(user_id) if kind == "user" else (ip or "")
-    if key:
-        limit = getattr(settings, f"PRESENCE_ABUSE_{kind.upper()}_LIMIT")
-        window = getattr(settings, f"PRESENCE_ABUSE_{kind.upper()}_WINDOW")
-        now_ms = int(time.time() * 1000)
-        count, first_ms, _ = await store.connect_count(
-            kind=kind, key=key, now_ms=now_ms, window_ms=window * 1000, member=uuid.uuid4().hex,
-            ip=ip or "", user_agent=user_agent,
-        )  # fmt: skip
-        if policies.reconnect_abuse(connects=count, limit=limit):
-            await _flag(kind=kind, key=key, user_id=user_id, ip=ip, count=count, first_ms=first_ms, now_ms=now_ms,
-                        window=window)  # fmt: skip
-    return await store.denial(user_id=user_id if kind == "user" else None, ip=ip if kind == "ip" else None)
+    count = bool(key) and not exempt(ip=ip)
+    limit = getattr(settings, f"PRESENCE_ABUSE_{kind.upper()}_LIMIT")
+    window = getattr(settings, f"PRESENCE_ABUSE_{kind.upper()}_WINDOW")
+    now_ms = int(time.time() * 1000)
+    admission = await store.connect_admit(
+        kind=kind, key=key, count=count, now_ms=now_ms, window_ms=window * 1000, member=uuid.uuid4().hex,
+        ip=ip or "", user_agent=user_agent, registration=registration,
+    )  # fmt: skip
+    if count and policies.reconnect_abuse(connects=admission.connects, limit=limit):
+        await _flag(kind=kind, key=key, user_id=user_id, ip=ip, count=admission.connects, first_ms=admission.first_ms,
+                    now_ms=now_ms, window=window)  # fmt: skip
+        # The flag may have started a cool-down that refuses this very handshake.
+        refusal = admission.refusal or await store.denial(
+            user_id=user_id if kind == "user" else None, ip=ip if kind == "ip" else None
+        )
+        if refusal and admission.registered:
+            await store.connection_forget(channel=registration.channel, server=registration.server)
+        admission = replace(admission, refusal=refusal, registered=admission.registered and not refusal)
+    return admission
 
 
 async def _flag(

@@ -31,7 +31,7 @@ class ConnectGuardMiddleware:
         ip = scope_client_ip(scope)
         user_agent = (header(scope, b"user-agent") or b"").decode("latin1")[:300]
         scope = dict(scope, client_ip=ip, user_agent=user_agent)
-        refusal = await abuse.connect_admit(kind="ip", user_id=None, ip=ip, user_agent=user_agent)
-        if refusal:
+        admission = await abuse.connect_admit(kind="ip", user_id=None, ip=ip, user_agent=user_agent)
+        if admission.refusal:
             return await WebsocketDenier()(scope, receive, send)
         return await self.application(scope, receive, send)

@@ -33,8 +33,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from chatsite import metrics
+from chatsite.batching import Batcher, per_loop
 from chatsite.realtime import agroup_send, room_group
-from presence import policies, store
+from presence import abuse, policies, store
 from presence.services import connections as registry
 from presence.services import moderation
 from rooms.events import connection_drain_event, encode, presence_frame, room_presence_event
@@ -155,15 +156,14 @@ async def server_sweep(*, server: str) -> int:
     window = max(settings.PRESENCE_ABUSE_USER_WINDOW, settings.PRESENCE_ABUSE_IP_WINDOW)
     sockets = await store.server_connections(server=server)
     for sock in sockets:
-        for room_id, slug in sock["rooms"]:
-            last = await store.room_exit(
-                room_id=room_id, room_slug=slug, user_id=sock["user_id"], username=sock["username"],
-                channel=sock["channel"],
-            )  # fmt: skip
-            if last:
-                text = encode(presence_frame(room=slug, user=sock["username"], event="leave"))
-                await agroup_send(room_group(room_id), room_presence_event(room_id=room_id, text=text))
-        await store.connection_forget(channel=sock["channel"], server=server)
+        slugs = dict(sock["rooms"])
+        last = await store.connection_forget(
+            channel=sock["channel"], server=server, user_id=sock["user_id"], username=sock["username"],
+            room_ids=list(slugs),
+        )  # fmt: skip
+        for room_id in last:
+            text = encode(presence_frame(room=slugs[room_id], user=sock["username"], event="leave"))
+            await agroup_send(room_group(room_id), room_presence_event(room_id=room_id, text=text))
         # The server closed these sockets, not the client: the reconnect is free.
         await store.connect_credit(kind="user", key=str(sock["user_id"]), ttl=window)
         if sock["ip"]:
@@ -223,39 +223,83 @@ async def current() -> Runtime:
     return runtime
 
 
-async def connection_open(consumer: ChatConsumer) -> Runtime:
-    """Record an authenticated socket about to be accepted: registry row, Redis record,
-    this process's socket table. One database crossing."""
+# Registry writes of sockets that open or close while the ORM thread is busy share one
+# crossing and one transaction (group commit). A connect still awaits its own row, so the
+# admin and the API list every accepted socket; a close awaits its row's update.
+_opens = per_loop(lambda: Batcher(lambda rows: registry.connections_open(rows=rows), name="connection-open"))
+_closes = per_loop(lambda: Batcher(lambda rows: registry.connections_close(closes=rows), name="connection-close"))
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What ``connection_open`` decided: refused (why), or recorded under ``runtime``."""
+
+    refusal: str | None = None
+    runtime: Runtime | None = None
+    draining: bool = False  # this process is draining: send the socket on at once
+
+
+async def connection_open(consumer: ChatConsumer, *, user) -> Opened:
+    """Admit an authenticated socket about to be accepted, and record it: the per-user
+    abuse count, block check, Redis record and draining flag in one Redis round trip
+    (presence/abuse.py), then the registry row (batched with concurrent connects), then
+    this process's socket table. A refused socket leaves nothing recorded."""
     runtime = await current()
-    scope, user = consumer.scope, consumer.user
-    await database_sync_to_async(registry.connection_open)(
-        id=consumer.connection_id,
-        user_id=user.pk,
-        server_id=runtime.server_id,
-        channel_name=consumer.channel_name,
-        ip=scope.get("client_ip"),
-        user_agent=scope.get("user_agent", ""),
-        now=timezone.now(),
-    )
-    await store.connection_register(
+    scope = consumer.scope
+    ip = scope.get("client_ip")
+    registration = store.Registration(
         channel=consumer.channel_name,
         connection_id=consumer.connection_id,
         user_id=user.pk,
         username=user.get_username(),
-        ip=scope.get("client_ip") or "",
+        ip=ip or "",
         server=runtime.name,
     )
-    runtime.add(consumer)
-    return runtime
-
-
-async def connection_close(consumer: ChatConsumer, *, runtime: Runtime, code: int | None, reason: str) -> None:
-    """Forget a socket that has left every room. Idempotent. One database crossing."""
-    runtime.remove(consumer)
-    await store.connection_forget(channel=consumer.channel_name, server=runtime.name)
-    await database_sync_to_async(registry.connection_close)(
-        id=consumer.connection_id, code=code, reason=reason, last_seen=consumer.last_seen_at()
+    admission = await abuse.connect_admit(
+        kind="user", user_id=user.pk, ip=ip, user_agent=scope.get("user_agent", ""), registration=registration
     )
+    if admission.refusal:
+        return Opened(refusal=admission.refusal)
+    try:
+        await _opens().submit(
+            {
+                "id": consumer.connection_id,
+                "user_id": user.pk,
+                "server_id": runtime.server_id,
+                "channel_name": consumer.channel_name,
+                "ip": ip,
+                "user_agent": scope.get("user_agent", ""),
+                "now": timezone.now(),
+            }
+        )
+    except BaseException:
+        # No row, no socket: take the Redis record back (shielded: a cancelled connect
+        # must not leave it for the sweep of a live process, which never comes).
+        await asyncio.shield(store.connection_forget(channel=consumer.channel_name, server=runtime.name))
+        raise
+    runtime.add(consumer)
+    return Opened(runtime=runtime, draining=admission.draining)
+
+
+async def connection_close(
+    consumer: ChatConsumer, *, runtime: Runtime, code: int | None, reason: str, room_ids: list[int]
+) -> list[int]:
+    """Forget a socket: it leaves the rooms ``room_ids`` in presence and its Redis record
+    goes, in one Redis round trip; then the registry row is closed (batched with concurrent
+    closes). Idempotent. Returns
+    the rooms where it was its user's last socket (a `presence` leave is due there)."""
+    runtime.remove(consumer)
+    last = await store.connection_forget(
+        channel=consumer.channel_name,
+        server=runtime.name,
+        user_id=consumer.user.pk,
+        username=consumer.user.get_username(),
+        room_ids=room_ids,
+    )
+    await _closes().submit(
+        {"id": consumer.connection_id, "code": code, "reason": reason, "last_seen": consumer.last_seen_at()}
+    )
+    return last
 
 
 async def connection_credit(consumer: ChatConsumer) -> None:
@@ -264,7 +308,3 @@ async def connection_credit(consumer: ChatConsumer) -> None:
     await store.connect_credit(kind="user", key=str(consumer.user.pk), ttl=window)
     if ip := consumer.scope.get("client_ip"):
         await store.connect_credit(kind="ip", key=ip, ttl=window)
-
-
-async def draining(runtime: Runtime) -> bool:
-    return await store.draining(server=runtime.name)

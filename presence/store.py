@@ -10,10 +10,15 @@ never the ORM, and run on the event loop without a thread hop.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 # KEYS[1] = sockets of this user in this room, KEYS[2] = usernames online in the room,
 # KEYS[3] = every socket in the room, KEYS[4] = the rooms of this socket.
@@ -67,6 +72,19 @@ def _redis() -> aioredis.Redis:
     return client
 
 
+@functools.cache
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # Redis names scripts by their SHA-1
+
+
+async def _run(script: str, numkeys: int, *keys_and_args):
+    """EVALSHA, loading the script on a miss: Redis hashes the whole text of every EVAL."""
+    try:
+        return await _redis().evalsha(_sha(script), numkeys, *keys_and_args)
+    except NoScriptError:
+        return await _redis().eval(script, numkeys, *keys_and_args)
+
+
 def _sockets_key(room_id: int, user_id: int) -> str:
     return f"presence:room:{room_id}:user:{user_id}"
 
@@ -98,14 +116,14 @@ async def room_enter(
     """Record ``channel`` in the room. Returns (whether this is the user's first socket
     there, the usernames online now, sorted). Idempotent per channel."""
     keys = _room_keys(room_id, user_id, channel)
-    result = await _redis().eval(_ENTER, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
+    result = await _run(_ENTER, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
     return bool(int(result[0])), sorted(result[1:])
 
 
 async def room_exit(*, room_id: int, room_slug: str, user_id: int, username: str, channel: str) -> bool:
     """Remove ``channel`` from the room. Returns whether it was the user's last socket there."""
     keys = _room_keys(room_id, user_id, channel)
-    result = await _redis().eval(_EXIT, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
+    result = await _run(_EXIT, len(keys), *keys, channel, username, f"{room_id}:{room_slug}")
     return bool(int(result))
 
 
@@ -154,11 +172,39 @@ async def connection_register(
         await pipe.execute()
 
 
-async def connection_forget(*, channel: str, server: str) -> None:
-    async with _redis().pipeline(transaction=True) as pipe:
-        pipe.delete(_conn_key(channel), _conn_rooms_key(channel))
-        pipe.srem(_server_conns_key(server), channel)
-        await pipe.execute()
+# A socket's end in one round trip: it leaves each of its rooms as _EXIT does, then its
+# record is deleted. KEYS: [1] connection hash, [2] its rooms, [3] the server's connections,
+# then per room: sockets of this user in the room, usernames online, every socket in the room.
+# ARGV: [1] channel, [2] username. Returns 1 per room where this was the user's last socket.
+_FORGET = """
+local last = {}
+for i = 4, #KEYS, 3 do
+  redis.call('SREM', KEYS[i + 2], ARGV[1])
+  local removed = redis.call('SREM', KEYS[i], ARGV[1])
+  if removed == 1 and redis.call('SCARD', KEYS[i]) == 0 then
+    redis.call('SREM', KEYS[i + 1], ARGV[2])
+    table.insert(last, 1)
+  else
+    table.insert(last, 0)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return last
+"""
+
+
+async def connection_forget(
+    *, channel: str, server: str, user_id: int = 0, username: str = "", room_ids: Sequence[int] = ()
+) -> list[int]:
+    """Take the socket out of the rooms ``room_ids`` (of user ``user_id``) and delete its
+    record, in one round trip. Idempotent. Returns the rooms where it was the user's last
+    socket (a `presence` leave is due there)."""
+    keys = [_conn_key(channel), _conn_rooms_key(channel), _server_conns_key(server)]
+    for room_id in room_ids:
+        keys += [_sockets_key(room_id, user_id), _online_key(room_id), _room_channels_key(room_id)]
+    last = await _run(_FORGET, len(keys), *keys, channel, username)
+    return [room_id for room_id, flag in zip(room_ids, last, strict=True) if int(flag)]
 
 
 async def server_lease(*, server: str, ttl: float) -> None:
@@ -242,28 +288,115 @@ async def server_forget(*, server: str) -> None:
 # presence:credit:<kind>:<key>         connects that do not count (after server-side closes)
 # presence:deny:<kind>:<key>           refused at the handshake while it exists (block, cool-down)
 
-# KEYS: window zset, credit, ips hash, uas hash. ARGV: now_ms, window_ms, member, ip, ua.
-# Returns {connects in window, first connect ms, counted (0 when a credit was used)}.
-_COUNT = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local counted = 1
-local credit = tonumber(redis.call('GET', KEYS[2]) or '0')
-if credit > 0 then
-  redis.call('DECR', KEYS[2])
-  counted = 0
-else
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[4], 1) end
-  if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+# One round trip per handshake check: count the connect (unless exempt), read the
+# subject's denial, and (for an authenticated socket that is admitted) register it and
+# read whether this process is draining. Counting comes first, so refused handshakes
+# keep a cool-down going; registering comes last, so a refused socket leaves nothing.
+# KEYS: [1] window zset, [2] credit, [3] ips hash, [4] uas hash, [5] deny key,
+#       [6] connection hash, [7] the server's connections, [8] the server's draining flag.
+# ARGV: [1] count? (1/0), [2] now_ms, [3] window_ms, [4] member, [5] ip, [6] ua,
+#       [7] check the deny key? (1/0), [8] register? (1/0), [9] channel, [10] connection id,
+#       [11] user id, [12] username.
+# Returns {connects in window, first connect ms, counted (0: exempt or a credit was used),
+#          refusal reason or '', registered (1/0), draining (1/0)}.
+_ADMIT = """
+local now = tonumber(ARGV[2])
+local count, first, counted = 0, now, 0
+if ARGV[1] == '1' then
+  local window = tonumber(ARGV[3])
+  local credit = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if credit > 0 then
+    redis.call('DECR', KEYS[2])
+  else
+    counted = 1
+    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[5], 1) end
+    if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  redis.call('PEXPIRE', KEYS[1], window)
+  redis.call('PEXPIRE', KEYS[3], window)
+  redis.call('PEXPIRE', KEYS[4], window)
+  count = redis.call('ZCARD', KEYS[1])
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  first = oldest[2] or now
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('PEXPIRE', KEYS[1], window)
-redis.call('PEXPIRE', KEYS[3], window)
-redis.call('PEXPIRE', KEYS[4], window)
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {redis.call('ZCARD', KEYS[1]), first[2] or now, counted}
+local reason = ''
+if ARGV[7] == '1' then reason = redis.call('GET', KEYS[5]) or '' end
+if reason ~= '' or ARGV[8] ~= '1' then
+  return {count, first, counted, reason, 0, 0}
+end
+redis.call('HSET', KEYS[6], 'id', ARGV[10], 'user_id', ARGV[11], 'username', ARGV[12], 'ip', ARGV[5])
+redis.call('SADD', KEYS[7], ARGV[9])
+return {count, first, counted, '', 1, redis.call('EXISTS', KEYS[8])}
 """
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a socket's Redis record holds (see ``server_connections``)."""
+
+    channel: str
+    connection_id: str
+    user_id: int
+    username: str
+    ip: str
+    server: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    connects: int  # in the window (0 when not counted)
+    first_ms: int  # the window's first connect
+    counted: bool  # False: not counted (exempt) or covered by a credit
+    refusal: str | None  # the block or cool-down that refuses it
+    registered: bool  # the socket's record was written (admitted, with a registration)
+    draining: bool  # this process is draining (only read when registered)
+
+
+async def connect_admit(
+    *,
+    kind: str,
+    key: str,
+    count: bool,
+    now_ms: int,
+    window_ms: int,
+    member: str,
+    ip: str,
+    user_agent: str,
+    deny: bool = True,
+    registration: Registration | None = None,
+) -> Admission:
+    """One round trip: count one connect of ``kind``/``key`` in the sliding window (when
+    ``count``; a credit covers it instead if there is one), read the subject's denial (when
+    ``deny``), and if it is not refused and ``registration`` is given, write the socket's
+    record and read this process's draining flag."""
+    base = f"presence:abuse:{kind}:{key}"
+    reg = registration
+    keys = [
+        base,
+        f"presence:credit:{kind}:{key}",
+        f"{base}:ips",
+        f"{base}:uas",
+        f"presence:deny:{kind}:{key}",
+        _conn_key(reg.channel) if reg else "-",
+        _server_conns_key(reg.server) if reg else "-",
+        f"presence:draining:{reg.server}" if reg else "-",
+    ]
+    args = [
+        int(count), now_ms, window_ms, member, ip, user_agent[:200], int(deny and bool(key)),
+        int(reg is not None),
+        *((reg.channel, reg.connection_id, reg.user_id, reg.username) if reg else ("", "", "", "")),
+    ]  # fmt: skip
+    connects, first, counted, reason, registered, draining = await _run(_ADMIT, len(keys), *keys, *args)
+    return Admission(
+        connects=int(connects),
+        first_ms=int(float(first)),
+        counted=bool(int(counted)),
+        refusal=reason or None,
+        registered=bool(int(registered)),
+        draining=bool(int(draining)),
+    )
 
 
 async def connect_count(
@@ -271,21 +404,11 @@ async def connect_count(
 ) -> tuple[int, int, bool]:
     """Count one connect in the sliding window (unless a credit covers it).
     Returns (connects in the window, first connect time in ms, whether this one counted)."""
-    base = f"presence:abuse:{kind}:{key}"
-    count, first, counted = await _redis().eval(
-        _COUNT,
-        4,
-        base,
-        f"presence:credit:{kind}:{key}",
-        f"{base}:ips",
-        f"{base}:uas",
-        now_ms,
-        window_ms,
-        member,
-        ip,
-        user_agent[:200],
-    )
-    return int(count), int(float(first)), bool(int(counted))
+    admission = await connect_admit(
+        kind=kind, key=key, count=True, now_ms=now_ms, window_ms=window_ms, member=member, ip=ip,
+        user_agent=user_agent, deny=False,
+    )  # fmt: skip
+    return admission.connects, admission.first_ms, admission.counted
 
 
 async def connect_window_sources(*, kind: str, key: str) -> tuple[list[str], list[str]]:
@@ -354,4 +477,5 @@ async def draining_set(*, server: str, seconds: float) -> None:
 
 
 async def draining(*, server: str) -> bool:
+    """Whether ``server`` was marked draining (the handshake reads it in connect_admit)."""
     return bool(await _redis().exists(f"presence:draining:{server}"))

@@ -24,7 +24,6 @@ from chatsite import metrics
 from chatsite.batching import Batcher, per_loop
 from chatsite.daphne_compat import SEND_NOW
 from chatsite.realtime import agroup_send, apublish, room_group, user_group
-from presence import abuse
 from presence import runtime as presence_runtime
 from presence import store as presence
 from rooms import frames, policies, selectors, services
@@ -143,16 +142,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             metrics.connect(False)
             await self.close()  # before accept: the client gets HTTP 403
             return
-        refusal = await abuse.connect_admit(
-            kind="user", user_id=user.pk, ip=self.scope.get("client_ip"), user_agent=self.scope.get("user_agent", "")
-        )
-        if refusal:
+        # The per-user abuse count and block check, the Redis record and the registry row.
+        opened = await presence_runtime.connection_open(self, user=user)
+        if opened.refusal:
             metrics.connect(False)
             await self.close()
             return
         self.user = user
         self.send_now = (self.scope.get("extensions") or {}).get(SEND_NOW)
-        self.runtime = await presence_runtime.connection_open(self)
+        self.runtime = opened.runtime
         metrics.connections_open(1)
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
@@ -160,7 +158,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             welcome_frame(connection_id=self.connection_id, user=user.get_username(), heartbeat=settings.CHAT_HEARTBEAT)
         )
-        if await presence_runtime.draining(self.runtime):
+        if opened.draining:
             # The load balancer has not noticed yet: send the client on at once.
             await self.connection_drain({"reason": "server draining"})
 
@@ -176,10 +174,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         runtime, self.runtime = self.runtime, None
         metrics.connections_open(-1)
         metrics.disconnect(code)
+        # As _leave for every room, but presence and the Redis record go in one round trip.
+        rooms = {}
         for joined in list(self.joined.values()):
-            await self._leave(joined)
+            room = rooms[joined.room.id] = joined.room
+            self.joined.pop(room.slug, None)
+            self.joined_by_id.pop(room.id, None)
+            await hub().discard(room.id, self)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        await presence_runtime.connection_close(self, runtime=runtime, code=code, reason=reason)
+        last = await presence_runtime.connection_close(
+            self, runtime=runtime, code=code, reason=reason, room_ids=list(rooms)
+        )
+        for room_id in last:
+            await self._presence(rooms[room_id], "leave")
 
     async def close_with(self, *, code: int, reason: str, frame: dict | None = None) -> None:
         """Close from the server side, telling the client why first (daphne drops close reasons)."""

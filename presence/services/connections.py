@@ -1,12 +1,14 @@
 """The connection registry: one row per socket, written at connect and at close;
-last_seen, round-trip time and rooms arrive in one batch per process per heartbeat."""
+last_seen, round-trip time and rooms arrive in one batch per process per heartbeat.
+Opens and closes come in batches too (presence/runtime.py groups the sockets that
+connect or close while the ORM thread is busy: chatsite/batching.py)."""
 
 from __future__ import annotations
 
 import socket
 from datetime import datetime
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from presence.models import Connection, ServerProcess
@@ -20,28 +22,78 @@ def server_register(*, name: str, pid: int) -> int:
     return server.pk
 
 
-def connection_open(
-    *, id: str, user_id: int, server_id: int, channel_name: str, ip: str | None, user_agent: str, now: datetime
-) -> None:
-    """Insert the row of a socket that is about to be accepted. One INSERT."""
-    Connection.objects.create(
-        id=id,
-        user_id=user_id,
-        server_id=server_id,
-        channel_name=channel_name,
-        ip=ip or None,
-        user_agent=user_agent[:300],
-        connected_at=now,
-        last_seen=now,
+def connections_open(*, rows: list[dict]) -> list[BaseException | None]:
+    """Insert the rows of sockets about to be accepted ({id, user_id, server_id, channel_name,
+    ip, user_agent, now}): one transaction, one prepared INSERT executed per row. If it
+    fails, each row is tried alone, so a bad row (say, a user deleted meanwhile) fails only
+    its own connect. Returns None per row inserted, or the exception that row met.
+
+    The INSERT is prepared once (executemany of every concrete field, each value prepared
+    by its field as the ORM does): bulk_create's compilation cost the ORM thread about as
+    much as the insert itself."""
+    try:
+        _connections_insert(rows)
+        return [None] * len(rows)
+    except DatabaseError as exc:
+        if len(rows) == 1:
+            return [exc]
+    results: list[BaseException | None] = []
+    for row in rows:
+        try:
+            _connections_insert([row])
+            results.append(None)
+        except DatabaseError as exc:
+            results.append(exc)
+    return results
+
+
+def _connections_insert(rows: list[dict]) -> None:
+    db = connections[Connection.objects.db]
+    fields = Connection._meta.concrete_fields
+    q = db.ops.quote_name
+    sql = (
+        f"INSERT INTO {q(Connection._meta.db_table)} ({', '.join(q(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    values = []
+    for row in rows:
+        connection = _connection(row)
+        values.append([f.get_db_prep_save(f.pre_save(connection, add=True), connection=db) for f in fields])
+    with transaction.atomic(using=db.alias), db.cursor() as cursor:
+        cursor.executemany(sql, values)
+
+
+def _connection(row: dict) -> Connection:
+    return Connection(
+        id=row["id"],
+        user_id=row["user_id"],
+        server_id=row["server_id"],
+        channel_name=row["channel_name"],
+        ip=row["ip"] or None,
+        user_agent=row["user_agent"][:300],
+        connected_at=row["now"],
+        last_seen=row["now"],
     )
 
 
-def connection_close(*, id: str, code: int | None, reason: str = "", last_seen: datetime | None = None) -> int:
-    """Mark a socket closed; idempotent (a closed row keeps its first close). Returns 0 or 1."""
-    now = timezone.now()
-    return Connection.objects.filter(id=id, closed_at__isnull=True).update(
-        closed_at=now, close_code=code, close_reason=reason[:200], last_seen=last_seen or now
+@transaction.atomic
+def connections_close(*, closes: list[dict]) -> list[None]:
+    """Mark sockets closed ({id, code, reason, last_seen}); idempotent (a closed row keeps
+    its first close). One transaction, one prepared UPDATE executed per row (executemany)."""
+    db = connections[Connection.objects.db]
+    q, adapt = db.ops.quote_name, db.ops.adapt_datetimefield_value
+    sql = (
+        f"UPDATE {q(Connection._meta.db_table)} SET {q('closed_at')} = %s, {q('close_code')} = %s, "
+        f"{q('close_reason')} = %s, {q('last_seen')} = %s WHERE {q('id')} = %s AND {q('closed_at')} IS NULL"
     )
+    now = adapt(timezone.now())
+    rows = [
+        (now, c["code"], c["reason"][:200], adapt(c["last_seen"]) if c.get("last_seen") else now, c["id"])
+        for c in closes
+    ]
+    with db.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    return [None] * len(closes)
 
 
 @transaction.atomic

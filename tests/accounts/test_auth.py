@@ -3,6 +3,9 @@ cookie, and from which Origin. A refused handshake is a close before accept (HTT
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
@@ -137,3 +140,64 @@ async def test_a_session_from_before_a_password_change_is_refused(handshake, cre
     alice.set_password("a-new-password-456")
     await adb(alice.save)()
     assert await handshake(cookie=cookie) is False
+
+
+# --- what a handshake costs --------------------------------------------------------------------------
+
+
+async def test_a_token_handshake_never_looks_up_a_session_user(connect, create_users, session_cookie, monkeypatch):
+    import channels.auth
+
+    lookups = []
+    original = channels.auth.get_user
+
+    async def counting(scope):
+        lookups.append(scope.get("path"))
+        return await original(scope)
+
+    monkeypatch.setattr(channels.auth, "get_user", counting)
+    alice, bob = await create_users("alice", "bob")
+    await connect(alice, token=await new_token(alice))
+    assert lookups == [], "no hop to the ORM thread for a session the token overrides"
+    socket = await connect(bob, cookie=await adb(session_cookie)(bob))
+    assert socket.welcome["user"] == "bob" and len(lookups) == 1
+
+
+async def test_a_token_decides_even_beside_another_users_session_cookie(connect, create_users, session_cookie):
+    alice, bob = await create_users("alice", "bob")
+    socket = await connect(alice, token=await new_token(alice), cookie=await adb(session_cookie)(bob))
+    assert socket.welcome["user"] == "alice"
+
+
+async def test_handshakes_arriving_while_the_orm_thread_is_busy_share_one_token_lookup(handshake, create_users):
+    from accounts import middleware
+
+    users = await create_users("u0", "u1", "u2", "u3")
+    tokens = [*[await new_token(user) for user in users], "ct_not-a-token"]
+    lookups = middleware._token_lookups()
+    batches, items = lookups.batches, lookups.items
+    all_waiting, submitted = asyncio.Event(), []
+    submit = lookups.submit
+
+    async def counting_submit(raw):
+        submitted.append(raw)
+        if len(submitted) == len(tokens):
+            all_waiting.set()
+        return await submit(raw)
+
+    lookups.submit = counting_submit
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_orm_thread():
+        busy.set()
+        release.wait(5)
+
+    holder = asyncio.ensure_future(adb(hold_the_orm_thread)())
+    assert await asyncio.to_thread(busy.wait, 5)
+    attempts = [asyncio.ensure_future(handshake(token=token)) for token in tokens]
+    await asyncio.wait_for(all_waiting.wait(), 5)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*attempts), 10) == [True, True, True, True, False]
+    await holder
+    # Those that queued before the first crossing share it; the rest share the next.
+    assert lookups.items - items == 5 and lookups.batches - batches <= 2

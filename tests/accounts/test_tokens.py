@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from accounts.models import ApiToken
-from accounts.selectors import token_user
+from accounts.selectors import token_user, tokens_users
 from accounts.services import TOKEN_PREFIX, token_create, token_hash
 
 pytestmark = pytest.mark.django_db
@@ -128,3 +128,24 @@ def test_the_token_changelist_loads_with_search_and_filters(admin_client, make_u
     active = admin_client.get(changelist, {"revoked_at__isempty": "1"})
     assert active.status_code == 200
     assert [t.name for t in active.context["cl"].result_list] == ["alice-laptop"]
+
+
+# --- looking tokens up ------------------------------------------------------------------------------
+
+
+def test_many_tokens_are_looked_up_in_one_query(make_user, django_assert_num_queries):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol", is_active=False)
+    (_, a), (_, b), (_, c) = token_create(user=alice), token_create(user=bob), token_create(user=carol)
+    revoked, r = token_create(user=alice)
+    revoked.revoked_at = revoked.created_at
+    revoked.save()
+    raws = [a, b, a, r, c, "ct_unknown", "", "x" * 201]
+    with django_assert_num_queries(1):
+        users = tokens_users(raws=raws)
+    assert users == [alice, bob, alice, None, None, None, None, None]
+    assert users[0] is not users[2], "two handshakes with one token get a user instance each"
+
+
+def test_implausible_tokens_cost_no_query(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert tokens_users(raws=["", "x" * 201]) == [None, None]

@@ -129,3 +129,78 @@ async def test_a_lease_that_is_released_has_lapsed():
 async def test_only_one_survivor_claims_a_sweep():
     claims = await asyncio.gather(*(store.sweep_claim(server="dead", ttl=60) for _ in range(5)))
     assert sorted(claims) == [False, False, False, False, True]
+
+
+# --- the handshake's one round trip, and the socket's end in one ---------------------------------
+
+
+def registration(channel: str = "a1", *, server: str = "s1") -> store.Registration:
+    return store.Registration(
+        channel=channel, connection_id=f"cid-{channel}", user_id=ALICE, username="alice", ip="10.0.0.1", server=server
+    )
+
+
+async def admit(*, count: bool = True, reg: store.Registration | None = None, now_ms: int = 1_000_000):
+    return await store.connect_admit(
+        kind="user", key=str(ALICE), count=count, now_ms=now_ms, window_ms=60_000, member=f"m{now_ms}",
+        ip="10.0.0.1", user_agent="ua", registration=reg,
+    )  # fmt: skip
+
+
+async def test_an_admitted_socket_is_counted_and_registered_in_one_call():
+    first = await admit(reg=registration("a1"), now_ms=1_000_000)
+    second = await admit(reg=registration("a2"), now_ms=1_000_500)
+    assert (first.connects, first.counted, first.refusal) == (1, True, None)
+    assert first.registered and not first.draining
+    assert (second.connects, second.first_ms) == (2, 1_000_000)
+    assert [c["id"] for c in await store.server_connections(server="s1")] == ["cid-a1", "cid-a2"]
+
+
+async def test_a_denied_socket_is_counted_but_not_registered():
+    await store.deny(kind="user", key=str(ALICE), reason="blocked for a test", seconds=60)
+    admission = await admit(reg=registration())
+    assert (admission.refusal, admission.registered, admission.connects) == ("blocked for a test", False, 1)
+    assert await store.server_connections(server="s1") == []
+
+
+async def test_an_exempt_socket_is_not_counted_but_a_block_still_refuses_it():
+    admission = await admit(count=False, reg=registration())
+    assert (admission.connects, admission.counted, admission.registered) == (0, False, True)
+    await store.deny(kind="user", key=str(ALICE), reason="blocked", seconds=60)
+    assert (await admit(count=False, reg=registration("a2"))).refusal == "blocked"
+    _, _, counted = await store.connect_count(
+        kind="user", key=str(ALICE), now_ms=2_000_000, window_ms=60_000, member="x", ip="", user_agent=""
+    )
+    assert counted, "nothing was counted before"
+    assert (await admit(now_ms=2_000_001)).connects == 2
+
+
+async def test_a_credit_covers_one_connect():
+    await store.connect_credit(kind="user", key=str(ALICE), ttl=60)
+    assert (await admit(now_ms=1)).counted is False
+    assert (await admit(now_ms=2)).counted is True
+
+
+async def test_admission_reads_the_draining_flag_of_the_socket_server_only():
+    await store.draining_set(server="s1", seconds=60)
+    assert (await admit(reg=registration("a1", server="s1"))).draining is True
+    assert (await admit(reg=registration("b1", server="s2"))).draining is False
+
+
+async def test_forgetting_a_socket_leaves_its_rooms_and_reports_the_last_ones_out():
+    await store.connection_register(
+        channel="a1", connection_id="cid1", user_id=ALICE, username="alice", ip="", server="s1"
+    )
+    await enter("a1")
+    await enter("a1", room_id=OTHER_ROOM)
+    await enter("a2", room_id=OTHER_ROOM)  # alice's second tab stays in the other room
+    last = await store.connection_forget(
+        channel="a1", server="s1", user_id=ALICE, username="alice", room_ids=[ROOM, OTHER_ROOM]
+    )
+    assert last == [ROOM]
+    assert await store.server_connections(server="s1") == []
+    assert await store.room_channels(room_id=ROOM) == []
+    assert await store.room_channels(room_id=OTHER_ROOM) == ["a2"]
+    assert await store.rooms_online_counts(room_ids=[ROOM, OTHER_ROOM]) == {ROOM: 0, OTHER_ROOM: 1}
+    again = await store.connection_forget(channel="a1", server="s1", user_id=ALICE, username="alice", room_ids=[ROOM])
+    assert again == [], "idempotent: nothing is last out twice"
