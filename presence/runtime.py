@@ -39,7 +39,6 @@ from presence import abuse, policies, store
 from presence.services import connections as registry
 from presence.services import moderation
 from rooms.events import connection_drain_event, encode, presence_frame, room_presence_event
-from rooms.hub import hub
 
 if TYPE_CHECKING:
     from rooms.consumers import ChatConsumer
@@ -113,7 +112,6 @@ class Runtime:
         if current == self.epoch:
             return
         logger.warning("Redis epoch changed (%s -> %s): Redis restarted; resyncing clients", self.epoch, current)
-        hub().forget_recent()  # room events published while Redis was down never came
         if await store.once_per(name=f"restore-blocks:{current}", ttl=3600):
             await blocks_restore()
         # Only once every socket was sent on does this process move to the new epoch: if

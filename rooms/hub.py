@@ -12,21 +12,20 @@ Everything runs on the process's one event loop, so the member sets need no lock
 a socket that is in the middle of a `join` buffers what arrives (see
 ChatConsumer.room_event) so that nothing overtakes its `joined` reply.
 
-The hub also answers most joins without the database (``join_state``). While a room
-is subscribed, the hub keeps the messages it delivers (the newest CHAT_RECENT_PER_ROOM,
-already encoded). Once one join's database read has run after the subscription began,
-the hub knows every message above that read's starting point: older ones came in the
-read, newer ones as events. Later joins of that room, with or without `since`, are
-answered from memory while that holds (RECENT_TTL seconds, then one read renews it),
-and joins that arrive while such a read runs wait for it instead of reading too: a
-reconnect storm of 1,000 clients costs one query, not 1,000.
+The hub also spares joins most of their database work (``join_state``). While a room
+is subscribed, the hub keeps the newest CHAT_RECENT_PER_ROOM messages it delivered,
+already encoded. A join still asks the database which messages it missed, but only
+their ids (one index-only range query; joins of the same room and `since` that arrive
+while it runs share it); if the hub holds every one of them, their frames come from
+memory, else the join reads the messages as before. The database stays the record: a
+message whose broadcast was lost (its process died between commit and publish, or
+Redis dropped it) is missing from memory, so its id sends that join to the full read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,7 +35,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chatsite.realtime import room_group
-from rooms import services
+from rooms import selectors, services
 from rooms.events import LayerEvent, encode
 
 logger = logging.getLogger(__name__)
@@ -46,53 +45,20 @@ class RoomMember(Protocol):
     async def room_event(self, event: dict, payload: bytes | None = None) -> None: ...
 
 
-RECENT_TTL = 30.0  # seconds a read vouches for the kept messages (bounds any missed event)
-
-
 @dataclass
 class Recent:
-    """The messages a subscribed room's events brought, by id (encoded frames)."""
+    """The messages a subscribed room's events brought, by id (encoded frames), and the
+    id checks of joins in flight, by `since`."""
 
     texts: dict[int, str] = field(default_factory=dict)
-    # Every message with an id above ``base`` is in ``texts``; None until a read says so.
-    base: int | None = None
-    vouched_at: float = 0.0
-    floor: int = 0  # the highest id dropped to keep within the cap
-    reading: asyncio.Future | None = None  # a join's database read in flight
+    checks: dict[int | None, asyncio.Future] = field(default_factory=dict)  # running, by since
+    next_checks: dict[int | None, asyncio.Future] = field(default_factory=dict)  # waiting to run
 
     def keep(self, message_id: int, text: str, cap: int) -> None:
         self.texts[message_id] = text
         if len(self.texts) > cap:
             for old in sorted(self.texts)[: len(self.texts) - cap]:
                 del self.texts[old]
-                self.floor = max(self.floor, old)
-            if self.base is not None:
-                self.base = max(self.base, self.floor)
-
-    def answers(self, since: int | None, now: float) -> bool:
-        return self.base is not None and now - self.vouched_at < RECENT_TTL and (since is None or since >= self.base)
-
-    def state(self, since: int | None, limit: int) -> dict:
-        """What room_join_state would answer, from memory; messages as (id, text)."""
-        newest = max(max(self.texts, default=0), self.base or 0) or None
-        if since is None:
-            return {"last_id": newest, "messages": [], "more": False}
-        ids = sorted(i for i in self.texts if i > since)
-        more = len(ids) > limit
-        messages = [(i, self.texts[i]) for i in ids[:limit]]
-        last_id = messages[-1][0] if messages and not more else newest
-        return {"last_id": last_id, "messages": messages, "more": more}
-
-    def vouch(self, *, since: int | None, read: dict, started: float) -> None:
-        """A read that began after the subscription (at ``started``) returned ``read``."""
-        if read["more"]:
-            return  # it did not see everything above `since`
-        for message in read["messages"]:
-            self.texts.setdefault(message["id"], encode(message))
-        newest = read["last_id"] or 0
-        base = newest if since is None else min(since, newest)
-        self.base = max(base, self.floor)
-        self.vouched_at = started
 
 
 class RoomHub:
@@ -109,7 +75,8 @@ class RoomHub:
         self._groups: set[int] = set()  # rooms this process is subscribed to
         self.recent: dict[int, Recent] = {}  # by room id, while subscribed
         self.deliveries = 0  # for benchmarks and tests
-        self.reads = 0  # join reads that went to the database
+        self.checks = 0  # join id checks (one query each)
+        self.reads = 0  # joins that read the messages from the database
 
     async def _start(self) -> None:
         async with self._ready:
@@ -158,36 +125,57 @@ class RoomHub:
                 self.recent.pop(room_id, None)
                 await get_channel_layer().group_discard(room_group(room_id), self.channel)
 
-    def forget_recent(self) -> None:
-        """Stop answering joins from memory until a read vouches again (events may have been
-        lost: after a Redis restart, say)."""
-        for recent in self.recent.values():
-            recent.base = None
-
     async def join_state(self, room, *, since: int | None, limit: int) -> dict:
-        """What a `joined` reply needs (see services.room_join_state), messages as
-        (id, encoded frame). Call after ``add`` returned for this room."""
+        """What a `joined` reply needs (services.room_join_state), messages as (id, encoded
+        frame). Call after ``add`` returned for this room, so that anything committed after
+        the database answered arrives live."""
         recent = self.recent.get(room.id)
-        if recent is None:  # not subscribed (cannot happen after add): the database
-            return _encoded(
-                await database_sync_to_async(services.room_join_state)(room=room, since=since, recovery_limit=limit)
-            )
-        if not recent.answers(since, time.monotonic()) and recent.reading is not None:
-            await asyncio.shield(recent.reading)  # a read is in flight: it may vouch for us
-        if recent.answers(since, time.monotonic()):
-            return recent.state(since, limit)
-        started = time.monotonic()
-        reading = recent.reading = asyncio.get_running_loop().create_future()
+        if recent is not None:
+            newest, ids = await self._check(recent, room, since=since, limit=limit)
+            if since is None:
+                return {"last_id": newest, "messages": [], "more": False}
+            if len(ids) <= limit and all(i in recent.texts for i in ids):
+                last_id = ids[-1] if ids else newest
+                return {"last_id": last_id, "messages": [(i, recent.texts[i]) for i in ids], "more": False}
+        self.reads += 1
+        read = await database_sync_to_async(services.room_join_state)(room=room, since=since, recovery_limit=limit)
+        if recent is not None and self.recent.get(room.id) is recent:
+            for message in read["messages"]:
+                recent.keep(message["id"], encode(message), settings.CHAT_RECENT_PER_ROOM)
+        return {**read, "messages": [(m["id"], encode(m)) for m in read["messages"]]}
+
+    async def _check(self, recent: Recent, room, *, since: int | None, limit: int) -> tuple[int | None, list[int]]:
+        """The room's newest id and the ids after ``since`` (at most limit + 1), from the
+        database, by a query that starts after the caller registered with the hub.
+        Callers asking the same while a check runs share the NEXT one, which starts when
+        the running one ends (sharing the running one could miss what was delivered
+        between its start and their registration)."""
+        waiting = recent.next_checks.get(since)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        mine = recent.next_checks[since] = asyncio.get_running_loop().create_future()
         try:
-            read = await database_sync_to_async(services.room_join_state)(room=room, since=since, recovery_limit=limit)
-            self.reads += 1
-            if self.recent.get(room.id) is recent:
-                recent.vouch(since=since, read=read, started=started)
+            running = recent.checks.get(since)
+            if running is not None:
+                await asyncio.wait([running])
+            del recent.next_checks[since]
+            recent.checks[since] = mine
+            result = await database_sync_to_async(selectors.room_ids_after)(
+                room_id=room.id, since=since, limit=limit + 1
+            )
+            self.checks += 1
+            mine.set_result(result)
+            return result
+        except BaseException as exc:
+            if not mine.done():
+                mine.set_exception(exc)
+                mine.exception()  # retrieved: sharers re-raise it themselves
+            raise
         finally:
-            if recent.reading is reading:
-                recent.reading = None
-            reading.set_result(None)
-        return _encoded(read)
+            if recent.next_checks.get(since) is mine:
+                del recent.next_checks[since]
+            if recent.checks.get(since) is mine:
+                del recent.checks[since]
 
     async def _run(self, layer) -> None:
         while True:
@@ -212,10 +200,6 @@ class RoomHub:
                 # One broken socket must not cost the others their message.
                 logger.exception("delivery to a room member failed")
         self.deliveries += len(members)
-
-
-def _encoded(state: dict) -> dict:
-    return {**state, "messages": [(m["id"], encode(m)) for m in state["messages"]]}
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()

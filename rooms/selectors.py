@@ -4,6 +4,7 @@ lazy QuerySet, so it can be called across database_sync_to_async."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections
 from django.db.models import Q
 
 from accounts.selectors import user_by_username
@@ -67,6 +68,25 @@ def room_messages_since(*, room: Room, since: int, limit: int) -> tuple[list[dic
     more were missed. One indexed range query."""
     rows = list(room.messages.select_related("sender").filter(id__gt=since).order_by("id")[: limit + 1])
     return [message_frame(m) for m in rows[:limit]], len(rows) > limit
+
+
+def room_ids_after(*, room_id: int, since: int | None, limit: int) -> tuple[int | None, list[int]]:
+    """The room's newest message id, and the ids after ``since`` oldest first (at most
+    ``limit``; none without ``since``). Raw SQL on the (room, id) index, no row loaded:
+    the RoomHub runs it for every join, so it skips the ORM's query compilation."""
+    db = connections[Message.objects.db]
+    q = db.ops.quote_name
+    table, room_col, id_col = q(Message._meta.db_table), q("room_id"), q("id")
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT MAX({id_col}) FROM {table} WHERE {room_col} = %s", [room_id])
+        newest = cursor.fetchone()[0]
+        if since is None or newest is None or newest <= since:
+            return newest, []
+        cursor.execute(
+            f"SELECT {id_col} FROM {table} WHERE {room_col} = %s AND {id_col} > %s ORDER BY {id_col} LIMIT %s",
+            [room_id, since, limit],
+        )
+        return newest, [row[0] for row in cursor.fetchall()]
 
 
 def room_last_id(*, room: Room) -> int | None:
