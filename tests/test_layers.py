@@ -8,6 +8,7 @@ are shared by every database of the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -353,3 +354,53 @@ async def test_mailbox_getter_cancelled_after_its_wake_up_passes_the_message_on(
     first.cancel()  # ...which is cancelled before it runs
     assert await asyncio.wait_for(second, TIMEOUT) == "only"
     assert first.cancelled()
+
+
+async def test_steady_members_miss_nothing_while_other_consumers_churn(make_layer, admin):
+    """Consumers come and go (groups joined, left, or dropped by the cancelled receive)
+    on one process while another sends: the room's steady member and a direct channel
+    get every message in order, and nothing is left behind afterwards."""
+    here, there = make_layer(), make_layer()
+    steady, direct = await here.new_channel(prefix="hub."), await here.new_channel()
+    await here.group_add("room.1", steady)
+    stop = asyncio.Event()
+
+    async def churn(seed: int) -> None:
+        n = seed
+        while not stop.is_set():
+            n += 7
+            channel = await here.new_channel()
+
+            async def consume(channel=channel):
+                while True:  # as a consumer does: receive until cancelled
+                    await here.receive(channel)
+
+            consumer = asyncio.ensure_future(consume())
+            await here.group_add(f"user.{n % 5}", channel)
+            if n % 3 == 0:
+                await here.group_add("room.1", channel)
+            await asyncio.sleep(0)
+            if n % 2 == 0:
+                await here.group_discard(f"user.{n % 5}", channel)
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+
+    churners = [asyncio.ensure_future(churn(seed)) for seed in range(10)]
+    count = 500
+    for i in range(count):
+        await there.group_send("room.1", {"type": "room.message", "i": i})
+        await there.send(direct, {"type": "direct", "i": i})
+    grouped = [(await receive(here, steady))["i"] for _ in range(count)]
+    direct_ = [(await receive(here, direct))["i"] for _ in range(count)]
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*churners), TIMEOUT)
+
+    assert grouped == direct_ == list(range(count))
+    loop_layer = here._get_layer()
+    assert set(loop_layer.local) == {steady, direct}
+    assert loop_layer.groups == {group_channel(here, "room.1"): {steady}}
+    await eventually(
+        channels(admin, make_layer.prefix),
+        {steady.partition("!")[0], direct.partition("!")[0], group_channel(here, "room.1")},
+    )
