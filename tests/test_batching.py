@@ -7,6 +7,11 @@ import pytest
 
 from chatsite.batching import Batcher, per_loop
 
+# The writes here touch no table, but every crossing runs Django's close_old_connections
+# on the ORM thread, which checks a connection an earlier async test may have left there:
+# without database access that check raises and the batch fails (seen in suite order).
+pytestmark = pytest.mark.django_db
+
 
 async def test_items_queued_during_a_write_share_the_next_crossing():
     started, release = threading.Event(), threading.Event()
