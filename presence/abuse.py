@@ -48,7 +48,7 @@ async def connect_admit(
     window = getattr(settings, f"PRESENCE_ABUSE_{kind.upper()}_WINDOW")
     now_ms = int(time.time() * 1000)
     admission = await store.connect_admit(
-        kind=kind, key=key, count=count, now_ms=now_ms, window_ms=window * 1000, member=uuid.uuid4().hex,
+        kind=kind, key=key, count=count, now_ms=now_ms, window_ms=window * 1000, member=uuid.uuid4().hex if count else "",
         ip=ip or "", user_agent=user_agent, registration=registration,
     )  # fmt: skip
     if count and policies.reconnect_abuse(connects=admission.connects, limit=limit):
