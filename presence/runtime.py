@@ -34,11 +34,12 @@ from django.utils import timezone
 
 from chatsite import metrics
 from chatsite.batching import Batcher, per_loop
-from chatsite.realtime import agroup_send, room_group
+from chatsite.realtime import agroup_send, apublish, room_group
 from presence import abuse, policies, store
 from presence.services import connections as registry
 from presence.services import moderation
-from rooms.events import connection_drain_event, encode, presence_frame, room_presence_event
+from rooms import selectors as room_selectors
+from rooms.events import connection_drain_event, encode, presence_frame, room_message_event, room_presence_event
 
 if TYPE_CHECKING:
     from rooms.consumers import ChatConsumer
@@ -166,12 +167,41 @@ async def server_sweep(*, server: str) -> int:
         await store.connect_credit(kind="user", key=str(sock["user_id"]), ttl=window)
         if sock["ip"]:
             await store.connect_credit(kind="ip", key=sock["ip"], ttl=window)
+    await replay_rooms(room_ids=sorted({room_id for sock in sockets for room_id, _ in sock["rooms"]}))
     closed = await database_sync_to_async(registry.server_connections_close)(
         server=server, code=CLOSE_SERVER_LOST, reason="server process lost"
     )
     await store.server_forget(server=server)
     logger.info("swept server %s: %d sockets in presence, %d open in the registry", server, len(sockets), len(closed))
     return len(closed)
+
+
+REPLAY_MAX = 1000
+
+
+async def replay_rooms(*, room_ids: list[int]) -> None:
+    """A process killed between committing a message and publishing it leaves a message
+    that the sockets elsewhere never got (they recover only when they rejoin). So the
+    survivor that sweeps it publishes again the recent messages of the rooms its sockets
+    were in (since a little before its lease could have lapsed), marked ``replay``: each
+    process's RoomHub delivers only those it never delivered (rooms/hub.py), and clients
+    drop any id they already have."""
+    if not room_ids:
+        return
+    heartbeat = float(settings.CHAT_HEARTBEAT)
+    since = timezone.now() - timedelta(seconds=(LEASE_HEARTBEATS + 2) * heartbeat)
+    recent = await database_sync_to_async(room_selectors.room_messages_created_since)(
+        room_ids=room_ids, since=since, limit=REPLAY_MAX
+    )
+    await apublish(
+        [
+            (
+                room_group(room_id),
+                {**room_message_event(room_id=room_id, message_id=frame["id"], text=encode(frame)), "replay": True},
+            )
+            for room_id, frame in recent
+        ]
+    )
 
 
 DRAIN_BATCH = 100

@@ -191,6 +191,10 @@ class RoomHub:
             return
         text = event.get("text")
         if event.get("type") == LayerEvent.ROOM_MESSAGE and (recent := self.recent.get(event["room_id"])):
+            if event.get("replay") and (
+                event["id"] in recent.texts or (recent.texts and event["id"] < min(recent.texts))
+            ):
+                return  # a replay after a dead process's sweep: delivered here already (or too old to tell)
             recent.keep(event["id"], text, settings.CHAT_RECENT_PER_ROOM)
         payload = text.encode() if isinstance(text, str) else None  # once, for every member
         for member in list(members):  # a member may leave while we await its send

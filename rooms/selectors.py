@@ -89,6 +89,17 @@ def room_ids_after(*, room_id: int, since: int | None, limit: int) -> tuple[int 
         return newest, [row[0] for row in cursor.fetchall()]
 
 
+def room_messages_created_since(*, room_ids: list[int], since, limit: int) -> list[tuple[int, dict]]:
+    """(room id, `chat` frame) of the messages of those rooms created at or after ``since``,
+    oldest first, at most ``limit`` (the newest ones if there are more)."""
+    rows = list(
+        Message.objects.select_related("room", "sender")
+        .filter(room_id__in=room_ids, created_at__gte=since)
+        .order_by("-id")[:limit]
+    )
+    return [(m.room_id, message_frame(m)) for m in reversed(rows)]
+
+
 def room_last_id(*, room: Room) -> int | None:
     return room.messages.order_by("-id").values_list("id", flat=True).first()
 

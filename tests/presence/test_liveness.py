@@ -236,3 +236,32 @@ async def test_a_failing_room_member_does_not_cost_the_others_their_message(conn
     await a.send(type="chat", room="general", body="to all", client_id="r1")
     assert (await a.until("chat"))["body"] == "to all"
     assert (await c.until("chat"))["body"] == "to all"
+
+
+async def test_sweep_replays_what_the_dead_process_committed_but_never_broadcast(connect, create_users, settings):
+    from rooms import services
+    from rooms.models import Message, Room
+
+    alice, bob = await create_users("alice", "bob")
+    watcher = await connect(bob)
+    await watcher.join("general")
+    room = await database_sync_to_async(Room.objects.get)(slug="general")
+    delivered, _ = await database_sync_to_async(services.room_message_create)(
+        room=room, sender=alice, body="broadcast before the kill", client_id=None
+    )
+    assert (await watcher.until("chat"))["id"] == delivered["id"]
+    # Committed by the process that then died, before it could publish:
+    lost = await database_sync_to_async(Message.objects.create)(room=room, sender=alice, body="never broadcast")
+    await ghost_server(name="dead-0003", user=alice, room_slug="general", room_id=room.pk)
+    server = await runtime.current()
+    deadline = time.monotonic() + 5
+    while "dead-0003" not in await store.servers_lapsed():
+        assert time.monotonic() < deadline, "the lease never lapsed"
+        await store.room_channel_count(room_id=room.pk)  # a Redis round trip while the TTL runs out
+    await server.sweep(heartbeat=settings.CHAT_HEARTBEAT)
+    replayed = await watcher.until("chat")
+    assert replayed["id"] == lost.id and replayed["body"] == "never broadcast"
+    frames = []
+    while not await watcher.silent():
+        frames.append(await watcher.recv())
+    assert [f for f in frames if f["type"] == "chat"] == [], "what this process delivered is not sent again"
