@@ -98,6 +98,11 @@ def start_redis(run_dir: Path, *, port: int | None = None, timeout: float = 15.0
     raise RuntimeError(f"redis-server did not answer on port {port} within {timeout}s")
 
 
+# Twisted listens with a backlog of 50: in a reconnect storm the kernel then drops SYNs
+# and clients retry after 1, 3, 7 s. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+
+
 def daphne_command(
     *, host: str, port: int, max_frame_bytes: int = 128 * 1024, proxy_headers: bool = False
 ) -> list[str]:
@@ -114,8 +119,7 @@ def daphne_command(
     proxy = ["--proxy-headers", "--proxy-headers-host", "X-Real-IP"] if proxy_headers else []
     return [
         sys.executable, "-m", "daphne",
-        "-b", host,
-        "-p", str(port),
+        "-e", f"tcp:port={int(port)}:interface={host.strip('[]').replace(':', chr(92) + ':')}:backlog={LISTEN_BACKLOG}",
         *proxy,
         "--websocket-max-message-size", str(max_frame_bytes),
         "--websocket-max-frame-size", str(max_frame_bytes),
