@@ -218,6 +218,21 @@ class Target:
         pin(redis.process.pid, self.cores)
         return redis
 
+    def _daphne(self, command: list[str], env: dict[str, str], redis, port: int, *, cwd: Path = ROOT) -> Server:
+        """Start daphne beside its Redis (already started); stopping the Server stops both."""
+        try:
+            process = self._spawn(command, env, self.directory / "daphne.log", port, cwd=cwd)
+        except BaseException:
+            redis.stop()
+            raise
+
+        def stop() -> None:
+            _terminate(process)
+            redis.stop()
+
+        return Server(self.name, f"ws://127.0.0.1:{port}/ws/chat/", [psutil.Process(process.pid)],
+                      [psutil.Process(redis.process.pid)], stop)  # fmt: skip
+
     def _spawn(self, command: list[str], env: dict[str, str], log: Path, port: int, *, cwd: Path = ROOT
                ) -> subprocess.Popen:  # fmt: skip
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -256,19 +271,7 @@ class RunTarget(Target):
         redis = self._redis()
         port = free_port()
         env = run_env(DATABASE_URL=f"sqlite:///{db}", REDIS_URL=redis.url)
-        try:
-            process = self._spawn(daphne_command(host="127.0.0.1", port=port), env, self.directory / "daphne.log", port,
-                                  cwd=self.project)  # fmt: skip
-        except BaseException:
-            redis.stop()
-            raise
-
-        def stop() -> None:
-            _terminate(process)
-            redis.stop()
-
-        return Server(self.name, f"ws://127.0.0.1:{port}/ws/chat/", [psutil.Process(process.pid)],
-                      [psutil.Process(redis.process.pid)], stop)  # fmt: skip
+        return self._daphne(daphne_command(host="127.0.0.1", port=port), env, redis, port, cwd=self.project)
 
 
 class BaselineTarget(Target):
@@ -285,18 +288,7 @@ class BaselineTarget(Target):
         command = daphne_command(host="127.0.0.1", port=port)[:-1] + ["bench.baselines.tutorial.asgi:application"]
         env = dict(os.environ, DJANGO_SETTINGS_MODULE="bench.baselines.tutorial.settings", REDIS_URL=redis.url,
                    DJANGO_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")  # fmt: skip
-        try:
-            process = self._spawn(command, env, self.directory / "daphne.log", port)
-        except BaseException:
-            redis.stop()
-            raise
-
-        def stop() -> None:
-            _terminate(process)
-            redis.stop()
-
-        return Server(self.name, f"ws://127.0.0.1:{port}/ws/chat/", [psutil.Process(process.pid)],
-                      [psutil.Process(redis.process.pid)], stop)  # fmt: skip
+        return self._daphne(command, env, redis, port)
 
 
 class BareTarget(Target):

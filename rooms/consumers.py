@@ -177,10 +177,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # As _leave for every room, but presence and the Redis record go in one round trip.
         rooms = {}
         for joined in list(self.joined.values()):
-            room = rooms[joined.room.id] = joined.room
-            self.joined.pop(room.slug, None)
-            self.joined_by_id.pop(room.id, None)
-            await hub().discard(room.id, self)
+            rooms[joined.room.id] = joined.room
+            await self._unjoin(joined)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         last = await presence_runtime.connection_close(
             self, runtime=runtime, code=code, reason=reason, room_ids=list(rooms)
@@ -334,11 +332,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._leave(joined)
         await self.send_frame(left_frame(room=slug))
 
+    async def _unjoin(self, joined: Joined) -> None:
+        """This socket's side of leaving a room: its tables and the hub (not presence)."""
+        self.joined.pop(joined.room.slug, None)
+        self.joined_by_id.pop(joined.room.id, None)
+        await hub().discard(joined.room.id, self)
+
     async def _leave(self, joined: Joined) -> None:
         room = joined.room
-        self.joined.pop(room.slug, None)
-        self.joined_by_id.pop(room.id, None)
-        await hub().discard(room.id, self)
+        await self._unjoin(joined)
         last = await presence.room_exit(
             room_id=room.id,
             room_slug=room.slug,

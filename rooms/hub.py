@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +33,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chatsite.batching import per_loop
 from chatsite.realtime import room_group
 from rooms import selectors, services
 from rooms.events import LayerEvent, encode
@@ -206,12 +206,5 @@ class RoomHub:
         self.deliveries += len(members)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
-
-
-def hub() -> RoomHub:
-    loop = asyncio.get_running_loop()
-    current = _hubs.get(loop)
-    if current is None:
-        current = _hubs[loop] = RoomHub()
-    return current
+# One hub per event loop (tests run several loops; daphne runs one).
+hub = per_loop(RoomHub)
