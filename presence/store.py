@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from chatsite.redis_mux import MuxRedis
+
 # KEYS[1] = sockets of this user in this room, KEYS[2] = usernames online in the room,
 # KEYS[3] = every socket in the room, KEYS[4] = the rooms of this socket.
 # ARGV[1] = channel name, ARGV[2] = username, ARGV[3] = "room_id:slug".
@@ -50,6 +52,12 @@ end
 return 0
 """
 
+# KEYS[1] = the credit counter, ARGV[1] = its time to live in ms.
+_CREDIT = """
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
 
@@ -58,7 +66,8 @@ def _redis() -> aioredis.Redis:
     WAITS for a free connection (up to PRESENCE_REDIS_POOL_TIMEOUT s) when all
     PRESENCE_REDIS_MAX_CONNECTIONS are busy: redis-py's default pool raises "Too many
     connections" at once, which in a reconnect storm of 1,000 clients failed most
-    handshakes with HTTP 500."""
+    handshakes with HTTP 500. Single commands (the scripts of every connect, join and
+    close) share one connection through chatsite/redis_mux.py; pipelines use the pool."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
@@ -68,7 +77,7 @@ def _redis() -> aioredis.Redis:
             max_connections=settings.PRESENCE_REDIS_MAX_CONNECTIONS,
             timeout=settings.PRESENCE_REDIS_POOL_TIMEOUT,
         )
-        client = _clients[loop] = aioredis.Redis(connection_pool=pool)
+        client = _clients[loop] = MuxRedis(connection_pool=pool)
     return client
 
 
@@ -425,12 +434,7 @@ async def connect_window_sources(*, kind: str, key: str) -> tuple[list[str], lis
 
 async def connect_credit(*, kind: str, key: str, ttl: float) -> None:
     """The next connect of this user or IP does not count (the server closed its socket)."""
-    client = _redis()
-    name = f"presence:credit:{kind}:{key}"
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.incr(name)
-        pipe.pexpire(name, int(ttl * 1000))
-        await pipe.execute()
+    await _run(_CREDIT, 1, f"presence:credit:{kind}:{key}", int(ttl * 1000))
 
 
 async def once_per(*, name: str, ttl: float) -> bool:

@@ -18,6 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from accounts.services import token_create
 from chatsite.asgi import application
+from chatsite.redis_mux import Multiplexer
 from presence import runtime, store
 from presence.models import Connection
 from presence.services import connections as registry
@@ -28,17 +29,25 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def presence_round_trips(monkeypatch):
-    """Counts the requests sent to the presence Redis database (a pipeline or a script is one)."""
+    """Counts the requests sent to the presence Redis database (a pipeline or a script is
+    one): single commands on the multiplexed connection, pipelines on pooled ones."""
     db = int(urlparse(settings.PRESENCE_REDIS_URL).path.lstrip("/") or 0)
     sent: list[int] = []
     original = AbstractConnection.send_packed_command
+    original_call = Multiplexer.call
 
     async def counting(self, command, check_health=True):
         if self.db == db:
             sent.append(1)
         return await original(self, command, check_health)
 
+    async def counting_call(self, *args):
+        if self._pool.connection_kwargs.get("db", 0) == db:
+            sent.append(1)
+        return await original_call(self, *args)
+
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(Multiplexer, "call", counting_call)
     return sent
 
 
