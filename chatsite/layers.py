@@ -9,7 +9,8 @@ channels-redis's core layer, a consumer's channel is ``<process channel>!<local>
   subscribed once per layer (event loop), on first use.
 - ``send()`` to a ``!`` name publishes to its process channel with the local part inside
   the message; the receiving process's reader puts it on that local queue, or drops it
-  when the channel is gone (as the PubSub layer drops messages nobody listens to).
+  when the channel is gone (as the PubSub layer drops messages nobody listens to). A
+  send to a channel of the sending process itself skips Redis.
 - A group is subscribed when its first local member joins and unsubscribed when the last
   one leaves; a group message is decoded once per process and queued for each member.
 - A cancelled ``receive()`` (the consumer ended) forgets the channel and its groups; only
@@ -26,13 +27,16 @@ channel of the shard's connection: process channels and groups alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
-from channels_redis.utils import _wrap_close, decode_hosts
+from channels_redis.utils import _wrap_close, create_pool, decode_hosts
+
+from chatsite.redis_mux import MuxRedis
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +112,20 @@ class ProcessLocalChannelLayer(RedisPubSubChannelLayer):
 
 
 class _Shard(RedisSingleShardConnection):
-    """One Redis connection (PUBLISH and a pubsub); routing is the layer's."""
+    """A multiplexed connection for PUBLISH (chatsite/redis_mux.py) and a pubsub one;
+    routing is the layer's."""
+
+    def _ensure_redis(self) -> None:
+        if self._redis is None:
+            self._redis = MuxRedis(connection_pool=create_pool(self.host))
+            self._pubsub = self._redis.pubsub()
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        # The parent holds the shard's lock for the whole round trip, so publishes went
+        # one at a time; on the multiplexed connection they are written in call order
+        # (the order Redis sees) without waiting for each other's replies.
+        self._ensure_redis()
+        await self._redis.publish(channel, message)
 
     def _receive_message(self, message) -> None:
         if message is not None:
@@ -132,6 +149,31 @@ class _Shard(RedisSingleShardConnection):
                 await self._pubsub.unsubscribe(channel)
                 self._subscribed_to.discard(channel)
 
+    async def unsubscribe_unwanted(self, channels: list[str], unwanted: Callable[[str], bool]) -> None:
+        """One UNSUBSCRIBE for those of ``channels`` still subscribed and ``unwanted``
+        (read under the lock, as in sync)."""
+        async with self._lock:
+            gone = [c for c in channels if c in self._subscribed_to and unwanted(c)]
+            if gone:
+                await self._pubsub.unsubscribe(*gone)
+                self._subscribed_to.difference_update(gone)
+
+    async def _do_receiving(self) -> None:
+        # The parent's loop, but after a failure (Redis gone) it tries again within a
+        # tenth of a second, not a second: the reconnect re-subscribes every channel of
+        # the shard, and until then messages for this process are lost.
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    self._receive_message(await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1))
+                else:
+                    await asyncio.sleep(0.1)
+            except _CANCELLED:
+                raise
+            except BaseException:
+                logger.warning("channel layer: Redis connection failed; retrying", exc_info=True)
+                await asyncio.sleep(0.1)
+
     def subscribed(self, channel: str) -> bool:
         return channel in self._subscribed_to
 
@@ -139,8 +181,15 @@ class _Shard(RedisSingleShardConnection):
 class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
     """The layer of one event loop (one daphne process)."""
 
-    def __init__(self, hosts=None, **kwargs) -> None:
+    def __init__(self, hosts=None, group_linger: float = 0.0, **kwargs) -> None:
         super().__init__(hosts=hosts, **kwargs)
+        # Seconds a group stays subscribed after its last local member left: a member
+        # that comes back meanwhile (a reconnect, a user's next tab, a busy room's next
+        # joiner) costs no SUBSCRIBE, and the UNSUBSCRIBEs of the groups that stayed
+        # empty go in one command. 0: unsubscribe at once.
+        self.group_linger = float(group_linger)
+        self._lingering: dict[str, float] = {}  # group channel -> when it emptied (loop time)
+        self._reaper: asyncio.Handle | asyncio.Task | None = None
         self._shards = [_Shard(host, self) for host in decode_hosts(hosts)]
         self.process_id = uuid.uuid4().hex
         # Local channels (names with "!"): name -> its decoded messages. Plain names
@@ -188,7 +237,38 @@ class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
             return
         process, _, local = channel.partition("!")
         data = self.channel_layer.serialize({**message, LOCAL_KEY: local})
+        if process in self.processes:
+            # A channel of this very process: straight into its mailbox (encoded and
+            # decoded as over Redis, so it gets its own copy and the same checks). No
+            # round trip, and it works while the subscription is being re-established
+            # after a Redis restart, when the process drains its own sockets.
+            self.route(process, data)
+            return
         await self._get_shard(process).publish(process, data)
+
+    async def echo(self, *, within: float) -> bool:
+        """Whether a message this process publishes to its own channel comes back through
+        Redis within ``within`` seconds: its subscription is live again after a Redis
+        restart (the reconnect re-subscribes every channel of the connection at once)."""
+        try:
+            channel = await self.new_channel()
+        except Exception:  # not even subscribed yet: Redis is away
+            return False
+        process, _, local = channel.partition("!")
+        data = self.channel_layer.serialize({"type": "layer.echo", LOCAL_KEY: local})
+        mailbox = self.local[channel]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        try:
+            while loop.time() < deadline:
+                with contextlib.suppress(Exception):  # Redis still away: the next try
+                    await self._get_shard(process).publish(process, data)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(mailbox.get(), min(0.2, max(0.0, deadline - loop.time())))
+                    return True
+            return False
+        finally:
+            self.local.pop(channel, None)
 
     async def receive(self, channel: str) -> dict:
         if "!" not in channel:
@@ -311,6 +391,12 @@ class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
     async def _sync_group(self, group_channel: str) -> None:
         shard = self._get_shard(group_channel)
         want = group_channel in self.groups
+        if self.group_linger > 0:
+            if want:
+                self._lingering.pop(group_channel, None)
+            elif shard.subscribed(group_channel) and not self._syncing.get(group_channel):
+                self._linger(group_channel)
+                return
         if not self._syncing.get(group_channel) and want == shard.subscribed(group_channel):
             return  # nothing in flight and Redis already as wanted: no lock, no command
         self._syncing[group_channel] = self._syncing.get(group_channel, 0) + 1
@@ -321,9 +407,46 @@ class ProcessLocalLoopLayer(RedisPubSubLoopLayer):
             if left:
                 self._syncing[group_channel] = left
 
+    def _linger(self, group_channel: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._lingering.setdefault(group_channel, loop.time())
+        if self._reaper is None:
+            self._reaper = loop.call_later(self.group_linger, self._reap_soon)
+
+    def _reap_soon(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap())
+
+    async def _reap(self) -> None:
+        """Unsubscribe the groups that stayed empty for ``group_linger`` seconds, one
+        UNSUBSCRIBE per shard; then wait for the next to come due."""
+        try:
+            now = asyncio.get_running_loop().time()
+            due = [g for g, since in self._lingering.items() if now - since >= self.group_linger]
+            by_shard: dict[_Shard, list[str]] = {}
+            for group_channel in due:
+                del self._lingering[group_channel]
+                if group_channel not in self.groups:
+                    by_shard.setdefault(self._get_shard(group_channel), []).append(group_channel)
+            for shard, group_channels in by_shard.items():
+                await shard.unsubscribe_unwanted(group_channels, lambda g: g not in self.groups)
+        except Exception:
+            # The groups stay subscribed with no members (their messages are dropped)
+            # until a later reap or their next member.
+            logger.exception("unsubscribing groups left empty failed")
+        finally:
+            self._reaper = None
+            if self._lingering:
+                oldest = min(self._lingering.values())
+                delay = max(0.0, oldest + self.group_linger - asyncio.get_running_loop().time())
+                self._reaper = asyncio.get_running_loop().call_later(delay, self._reap_soon)
+
     # --- flush --------------------------------------------------------------------------
 
     async def flush(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        self._lingering = {}
         self.local = {}
         self.processes = set()
         self.memberships = {}

@@ -156,6 +156,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": env.list("CHAT_CHANNEL_LAYER_URLS", default=[redis_db_url(REDIS_URL, 0)]),
             "prefix": "chat",
+            # Seconds a group stays subscribed after its last member in this process
+            # left, so reconnects and busy rooms do not SUBSCRIBE/UNSUBSCRIBE each time.
+            "group_linger": env.float("CHAT_GROUP_LINGER", default=30.0),
         },
     }
 }

@@ -115,6 +115,12 @@ class Runtime:
         logger.warning("Redis epoch changed (%s -> %s): Redis restarted; resyncing clients", self.epoch, current)
         if await store.once_per(name=f"restore-blocks:{current}", ttl=3600):
             await blocks_restore()
+        # The clients come straight back: first make sure this process hears Redis again,
+        # or what they send at once would be published to no one.
+        if not await layer_echo(within=EPOCH_ECHO_TIMEOUT):
+            logger.warning(
+                "the channel layer did not hear this process within %s s; draining anyway", EPOCH_ECHO_TIMEOUT
+            )
         # Only once every socket was sent on does this process move to the new epoch: if
         # Redis fails again half-way, the next tick starts over with whoever is left.
         await drain(list(self.sockets.values()), reason="redis restarted")
@@ -206,6 +212,7 @@ async def replay_rooms(*, room_ids: list[int]) -> None:
 
 DRAIN_BATCH = 100
 DRAIN_PAUSE = 0.2  # seconds between batches: clients come back spread out, not all at once
+EPOCH_ECHO_TIMEOUT = 5.0  # seconds to wait for the channel layer to hear this process after a Redis restart
 
 
 async def drain(consumers: list, *, reason: str) -> None:
@@ -215,6 +222,14 @@ async def drain(consumers: list, *, reason: str) -> None:
         for consumer in consumers[start : start + DRAIN_BATCH]:
             await layer.send(consumer.channel_name, connection_drain_event(reason=reason))
         await asyncio.sleep(DRAIN_PAUSE)
+
+
+async def layer_echo(*, within: float) -> bool:
+    """The channel layer's own round trip (chatsite/layers.py); True under a layer without one."""
+    layer = get_channel_layer()
+    loop_layer = layer._get_layer() if hasattr(layer, "_get_layer") else layer
+    echo = getattr(loop_layer, "echo", None)
+    return True if echo is None else await echo(within=within)
 
 
 async def blocks_restore() -> None:

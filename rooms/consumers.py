@@ -511,7 +511,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connection_drain(self, event: dict) -> None:
         """This process is draining (or Redis restarted): reconnect elsewhere, soon. The
         server ended the socket, so the reconnect does not count as abuse."""
-        await presence_runtime.connection_credit(self)
+        try:
+            await presence_runtime.connection_credit(self)
+        except Exception:
+            # Redis failing (it may be the reason for the drain) must not keep the
+            # socket here: it goes uncredited.
+            logger.warning("could not credit connection %s before its drain", self.connection_id, exc_info=True)
         await self.close_with(code=CloseCode.SERVICE_RESTART, reason=f"drain: {event['reason']}"[:200])
 
     async def expire_now(self) -> None:

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from chatsite.devservers import free_port
 from chatsite.layers import LOCAL_KEY, Mailbox, ProcessLocalChannelLayer
 
 TIMEOUT = 5.0
@@ -39,8 +40,8 @@ async def make_layer(redis_url):
     prefix = f"t{uuid.uuid4().hex[:8]}."
     made: list[ProcessLocalChannelLayer] = []
 
-    def make() -> ProcessLocalChannelLayer:
-        layer = ProcessLocalChannelLayer(hosts=[redis_url], prefix=prefix)
+    def make(**config) -> ProcessLocalChannelLayer:
+        layer = ProcessLocalChannelLayer(hosts=config.pop("hosts", [redis_url]), prefix=prefix, **config)
         made.append(layer)
         return layer
 
@@ -140,6 +141,66 @@ async def test_last_local_member_leaving_unsubscribes_the_group(make_layer, admi
     # Joining again subscribes again.
     await layer.group_add("user.1", first)
     await eventually(numsub(admin, name), 1)
+
+
+async def test_an_emptied_group_lingers_then_goes_in_one_unsubscribe(make_layer, admin):
+    layer = make_layer(group_linger=0.3)
+    member = await layer.new_channel()
+    process = member.partition("!")[0]
+    for group in ("room.1", "room.2", "room.3"):
+        await layer.group_add(group, member)
+    names = [group_channel(layer, group) for group in ("room.1", "room.2", "room.3")]
+    await eventually(channels(admin, make_layer.prefix), {process, *names})
+    shard = layer._get_layer()._shards[0]
+    unsubscribes: list[tuple[str, ...]] = []
+    real_unsubscribe = shard._pubsub.unsubscribe
+
+    async def counted(*args):
+        unsubscribes.append(args)
+        return await real_unsubscribe(*args)
+
+    shard._pubsub.unsubscribe = counted
+
+    for group in ("room.1", "room.2", "room.3"):
+        await layer.group_discard(group, member)
+    assert unsubscribes == [], "they stay subscribed while they linger"
+    assert all(shard.subscribed(name) for name in names)
+
+    # A message to the memberless group is dropped; a member back within the linger
+    # costs no SUBSCRIBE and gets what is sent from then on.
+    there = make_layer()  # another process: both go through Redis on one connection
+    await there.group_send("room.1", {"type": "chat.message", "text": "nobody"})
+    # Redis delivers one connection's publishes in order: once this marker is in, the
+    # message before it has been routed (to no one).
+    await there.send(member, {"type": "chat.message", "text": "marker"})
+    assert await receive(layer, member) == {"type": "chat.message", "text": "marker"}
+    back = await layer.new_channel()
+    await layer.group_add("room.1", back)
+    await layer.group_send("room.1", {"type": "chat.message", "text": "you"})
+    assert await receive(layer, back) == {"type": "chat.message", "text": "you"}
+    await layer.group_discard("room.1", back)
+
+    # After the linger, the groups that stayed empty go in one UNSUBSCRIBE (room.1,
+    # emptied again later, after its own linger: with them only if the timer ran late).
+    await eventually(channels(admin, make_layer.prefix), {process})
+    assert sorted(name for args in unsubscribes for name in args) == sorted(names)
+    assert any(set(names[1:]) <= set(args) for args in unsubscribes)
+    assert layer._get_layer()._lingering == {}
+
+
+async def test_a_group_that_fills_again_is_not_unsubscribed_by_its_linger(make_layer, admin):
+    layer = make_layer(group_linger=0.2)
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("user.1", first)
+    await layer.group_discard("user.1", first)
+    await layer.group_add("user.1", second)
+    # A later group's linger runs the reaper past user.1's due time.
+    await layer.group_add("user.2", first)
+    await layer.group_discard("user.2", first)
+    await eventually(numsub(admin, group_channel(layer, "user.2")), 0)
+    assert await numsub(admin, group_channel(layer, "user.1"))() == 1
+    await layer.group_send("user.1", {"type": "chat.message", "text": "still here"})
+    assert await receive(layer, second) == {"type": "chat.message", "text": "still here"}
 
 
 async def test_group_add_of_an_unknown_channel_is_refused(make_layer):
@@ -404,3 +465,28 @@ async def test_steady_members_miss_nothing_while_other_consumers_churn(make_laye
         channels(admin, make_layer.prefix),
         {steady.partition("!")[0], direct.partition("!")[0], group_channel(here, "room.1")},
     )
+
+
+async def test_echo_comes_back_through_redis_and_says_so_when_it_cannot(make_layer, redis_url):
+    layer = make_layer()
+    assert await layer._get_layer().echo(within=TIMEOUT) is True
+    assert layer._get_layer().local == {}, "its channel is gone after"
+    nowhere = make_layer(hosts=[f"redis://127.0.0.1:{free_port()}/0"])
+    assert await nowhere._get_layer().echo(within=0.3) is False
+
+
+async def test_a_send_within_the_process_skips_redis(make_layer):
+    layer = make_layer()
+    channel = await layer.new_channel()
+    shard = layer._get_layer()._shards[0]
+
+    async def no_redis(*args):
+        raise AssertionError("published through Redis")
+
+    shard.publish = no_redis
+    message = {"type": "connection.drain", "reason": "redis restarted", "nested": {"a": [1]}}
+    await layer.send(channel, message)
+    received = await receive(layer, channel)
+    assert received == message
+    received["nested"]["a"].append(2)
+    assert message["nested"]["a"] == [1], "the receiver gets its own copy, as over Redis"
