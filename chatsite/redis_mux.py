@@ -62,9 +62,11 @@ class Multiplexer:
         name = str(args[0]).upper()
         if name in _REFUSED:
             raise ValueError(f"{name} cannot share a multiplexed connection")
-        connection = self._connection
-        if connection is None:
-            connection = await self._connect()
+        # From here to the await of the reply nothing yields, so the command is queued on
+        # the connection that is current (a connection lost while _connect returned
+        # would otherwise strand it).
+        while (connection := self._connection) is None:
+            await self._connect()
         future = asyncio.get_running_loop().create_future()
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush, connection)
