@@ -187,7 +187,12 @@ def markdown(report: dict) -> str:
         f"- Commit: {meta['commit']}",
         f"- Load average at start: {' '.join(meta.get('loadavg_at_start') or ['?'])}",
         f"- Mode: {'QUICK (small sizes: a smoke run, not figures)' if meta['quick'] else 'full'}; "
-        f"took {meta.get('took_s', '?')} s",
+        f"took {meta.get('took_s', '?')} s"
+        + (
+            f"; each scenario run {meta['repeat']} times per target, the median run shown"
+            if meta.get("repeat", 1) > 1
+            else ""
+        ),
         "",
         "Targets:",
         "",
@@ -209,6 +214,10 @@ def markdown(report: dict) -> str:
                 cell = table[scenario][t][label]
                 row += [_fmt(cell["value"]), f"×{cell['ratio']:g}" if cell["ratio"] is not None else "–"]
             lines.append("| " + " | ".join(row) + " |")
+        medians = {t: f["runs"] for t, f in by_target.items() if isinstance(f, dict) and f.get("runs")}
+        for t, runs in medians.items():
+            lines.append(f"\n{t}: the median of {runs['median_of']} runs by `{runs['by']}` (run {runs['chosen']}); "
+                         f"all runs: {', '.join(_fmt(v) for v in runs['values'])}")  # fmt: skip
         errors = {t: f["error"] for t, f in by_target.items() if isinstance(f, dict) and "error" in f}
         for t, err in errors.items():
             lines.append(f"\n**{t} failed**: `{err}`")
