@@ -3,8 +3,10 @@ free port for the run (or uses REDIS_URL), and every test starts from empty data
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -18,6 +20,38 @@ from accounts.services import token_create
 from chatsite.asgi import application
 
 TIMEOUT = 5  # seconds to wait for an expected frame
+
+
+@contextlib.asynccontextmanager
+async def orm_thread_busy(batcher, *, until_queued: int) -> AsyncIterator[None]:
+    """Hold the ORM thread busy while the block starts its callers, until ``until_queued``
+    items were submitted to ``batcher`` (a chatsite.batching.Batcher), then let it go:
+    what queued meanwhile must share the next crossings."""
+    busy, release, all_queued = threading.Event(), threading.Event(), asyncio.Event()
+    submitted = 0
+    submit = batcher.submit
+
+    async def counting_submit(item):
+        nonlocal submitted
+        submitted += 1
+        if submitted == until_queued:
+            all_queued.set()
+        return await submit(item)
+
+    def hold() -> None:
+        busy.set()
+        release.wait(TIMEOUT)
+
+    batcher.submit = counting_submit
+    holder = asyncio.ensure_future(database_sync_to_async(hold)())
+    try:
+        assert await asyncio.to_thread(busy.wait, TIMEOUT), "the ORM thread never became busy"
+        yield
+        await asyncio.wait_for(all_queued.wait(), TIMEOUT)
+    finally:
+        release.set()
+        del batcher.submit
+        await holder
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ cookie, and from which Origin. A refused handshake is a close before accept (HTT
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 from channels.db import database_sync_to_async
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.services import token_create
+from tests.conftest import orm_thread_busy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,28 +176,8 @@ async def test_handshakes_arriving_while_the_orm_thread_is_busy_share_one_token_
     tokens = [*[await new_token(user) for user in users], "ct_not-a-token"]
     lookups = middleware._token_lookups()
     batches, items = lookups.batches, lookups.items
-    all_waiting, submitted = asyncio.Event(), []
-    submit = lookups.submit
-
-    async def counting_submit(raw):
-        submitted.append(raw)
-        if len(submitted) == len(tokens):
-            all_waiting.set()
-        return await submit(raw)
-
-    lookups.submit = counting_submit
-    busy, release = threading.Event(), threading.Event()
-
-    def hold_the_orm_thread():
-        busy.set()
-        release.wait(5)
-
-    holder = asyncio.ensure_future(adb(hold_the_orm_thread)())
-    assert await asyncio.to_thread(busy.wait, 5)
-    attempts = [asyncio.ensure_future(handshake(token=token)) for token in tokens]
-    await asyncio.wait_for(all_waiting.wait(), 5)
-    release.set()
+    async with orm_thread_busy(lookups, until_queued=len(tokens)):
+        attempts = [asyncio.ensure_future(handshake(token=token)) for token in tokens]
     assert await asyncio.wait_for(asyncio.gather(*attempts), 10) == [True, True, True, True, False]
-    await holder
     # Those that queued before the first crossing share it; the rest share the next.
     assert lookups.items - items == 5 and lookups.batches - batches <= 2

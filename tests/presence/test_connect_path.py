@@ -3,7 +3,6 @@ refused or failed connect leaves no record behind (presence/abuse.py, presence/r
 presence/store.py, presence/services/connections.py)."""
 
 import asyncio
-import threading
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -22,7 +21,7 @@ from chatsite.redis_mux import Multiplexer
 from presence import runtime, store
 from presence.models import Connection
 from presence.services import connections as registry
-from tests.conftest import TIMEOUT, ws_headers
+from tests.conftest import TIMEOUT, orm_thread_busy, ws_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -184,30 +183,12 @@ async def test_sockets_that_connect_while_the_orm_thread_is_busy_share_inserts(c
     server = await runtime.current()
     opens = runtime._opens()
     batches, items = opens.batches, opens.items
-    busy, release = threading.Event(), threading.Event()
-
-    def hold_the_orm_thread():
-        busy.set()
-        release.wait(TIMEOUT)
-
-    all_waiting, submitted = asyncio.Event(), []
-    submit = opens.submit
-
-    async def counting_submit(row):
-        submitted.append(row)
-        if len(submitted) == len(users):
-            all_waiting.set()
-        return await submit(row)
-
-    opens.submit = counting_submit
-    holder = asyncio.ensure_future(database_sync_to_async(hold_the_orm_thread)())
-    assert await asyncio.to_thread(busy.wait, TIMEOUT)
-    tasks = [asyncio.ensure_future(runtime.connection_open(FakeConsumer(u, i), user=u)) for i, u in enumerate(users)]
     # Each connect makes its Redis round trip, then queues its row while the thread is busy.
-    await asyncio.wait_for(all_waiting.wait(), TIMEOUT)
-    release.set()
+    async with orm_thread_busy(opens, until_queued=len(users)):
+        tasks = [
+            asyncio.ensure_future(runtime.connection_open(FakeConsumer(u, i), user=u)) for i, u in enumerate(users)
+        ]
     opened = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
-    await holder
     assert all(o.refusal is None and o.runtime is server for o in opened)
     # Those that queued before the first crossing share it; the rest share the next.
     assert opens.items - items == 4 and opens.batches - batches <= 2
