@@ -13,6 +13,12 @@ from rooms.models import Message
 from tests.test_protocol import adb, seed_room
 
 
+async def post(room, sender, bodies: list[str]) -> list[int]:
+    """Send ``bodies`` to ``room`` through the service (stored, then broadcast); their ids."""
+    create = adb(services.room_message_create)
+    return [(await create(room=room, sender=sender, body=body, client_id=None))[0]["id"] for body in bodies]
+
+
 async def chats(client, n: int) -> list[int]:
     """The ids of the next ``n`` chat frames (presence frames between them are skipped)."""
     return [(await client.until("chat"))["id"] for _ in range(n)]
@@ -28,10 +34,7 @@ async def test_a_join_with_since_takes_the_frames_the_hub_delivered(connect, cre
     room, ids = await adb(seed_room)("general", bob, 1)
     a = await connect(alice)
     await a.join("general")
-    live = []
-    for n in range(3):
-        frame, _ = await adb(services.room_message_create)(room=room, sender=bob, body=f"live {n}", client_id=None)
-        live.append(frame["id"])
+    live = await post(room, bob, [f"live {n}" for n in range(3)])
     assert await chats(a, 3) == live
     reads = hub().reads
     c = await connect(carol)
@@ -49,12 +52,12 @@ async def test_a_message_whose_broadcast_was_lost_sends_the_join_to_the_database
     await a.join("general")
     # Committed, never published: its process died between commit and publish.
     lost = await adb(Message.objects.create)(room=room, sender=bob, body="committed, never broadcast")
-    after, _ = await adb(services.room_message_create)(room=room, sender=bob, body="after", client_id=None)
-    assert await chats(a, 1) == [after["id"]]
+    (after,) = await post(room, bob, ["after"])
+    assert await chats(a, 1) == [after]
     reads = hub().reads
     b = await connect(bob)
     await rejoin(b, "general", since=ids[0])
-    assert await chats(b, 2) == [lost.id, after["id"]]
+    assert await chats(b, 2) == [lost.id, after]
     assert hub().reads == reads + 1
 
 
@@ -95,10 +98,7 @@ async def test_a_since_older_than_the_kept_messages_reads_the_database(connect, 
     room, _ = await adb(seed_room)("general", bob, 1)
     a = await connect(alice)
     await a.join("general")
-    sent = []
-    for n in range(5):
-        frame, _ = await adb(services.room_message_create)(room=room, sender=bob, body=f"n{n}", client_id=None)
-        sent.append(frame["id"])
+    sent = await post(room, bob, [f"n{n}" for n in range(5)])
     assert await chats(a, 5) == sent
     assert sorted(hub().recent[room.id].texts) == sent[-3:]
     reads = hub().reads
