@@ -110,6 +110,10 @@ class ProcessLocalChannelLayer(RedisPubSubChannelLayer):
             _wrap_close(self, loop)  # flushes the layer when the loop closes, as the parent does
         return layer
 
+    async def echo(self, *, within: float) -> bool:
+        """Whether this process hears itself through Redis (ProcessLocalLoopLayer.echo)."""
+        return await self._get_layer().echo(within=within)
+
 
 class _Shard(RedisSingleShardConnection):
     """A multiplexed connection for PUBLISH (chatsite/redis_mux.py) and a pubsub one;

@@ -175,8 +175,9 @@ CACHES = {
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 PRESENCE_REDIS_URL = env("PRESENCE_REDIS_URL", default=redis_db_url(REDIS_URL, 2))
-# Connections per process to the presence Redis; callers beyond that wait (up to the
-# timeout, seconds) instead of failing (presence/store.py).
+# Pooled connections per process to the presence Redis, for pipelines (single commands
+# share one multiplexed connection); callers beyond that wait (up to the timeout, seconds)
+# instead of failing (presence/store.py).
 PRESENCE_REDIS_MAX_CONNECTIONS = env.int("PRESENCE_REDIS_MAX_CONNECTIONS", default=50)
 PRESENCE_REDIS_POOL_TIMEOUT = env.float("PRESENCE_REDIS_POOL_TIMEOUT", default=10.0)
 

@@ -158,7 +158,6 @@ class Runtime:
 async def server_sweep(*, server: str) -> int:
     """Clean up after a dead process: registry, room presence, groups, abuse credit.
     Idempotent; returns how many of its connections were closed."""
-    window = max(settings.PRESENCE_ABUSE_USER_WINDOW, settings.PRESENCE_ABUSE_IP_WINDOW)
     sockets = await store.server_connections(server=server)
     for sock in sockets:
         slugs = dict(sock["rooms"])
@@ -170,9 +169,7 @@ async def server_sweep(*, server: str) -> int:
             text = encode(presence_frame(room=slugs[room_id], user=sock["username"], event="leave"))
             await agroup_send(room_group(room_id), room_presence_event(room_id=room_id, text=text))
         # The server closed these sockets, not the client: the reconnect is free.
-        await store.connect_credit(kind="user", key=str(sock["user_id"]), ttl=window)
-        if sock["ip"]:
-            await store.connect_credit(kind="ip", key=sock["ip"], ttl=window)
+        await reconnect_credit(user_id=sock["user_id"], ip=sock["ip"])
     await replay_rooms(room_ids=sorted({room_id for sock in sockets for room_id, _ in sock["rooms"]}))
     closed = await database_sync_to_async(registry.server_connections_close)(
         server=server, code=CLOSE_SERVER_LOST, reason="server process lost"
@@ -226,9 +223,7 @@ async def drain(consumers: list, *, reason: str) -> None:
 
 async def layer_echo(*, within: float) -> bool:
     """The channel layer's own round trip (chatsite/layers.py); True under a layer without one."""
-    layer = get_channel_layer()
-    loop_layer = layer._get_layer() if hasattr(layer, "_get_layer") else layer
-    echo = getattr(loop_layer, "echo", None)
+    echo = getattr(get_channel_layer(), "echo", None)
     return True if echo is None else await echo(within=within)
 
 
@@ -347,7 +342,12 @@ async def connection_close(
 
 async def connection_credit(consumer: ChatConsumer) -> None:
     """The server is closing this socket: its reconnect does not count as abuse."""
+    await reconnect_credit(user_id=consumer.user.pk, ip=consumer.scope.get("client_ip"))
+
+
+async def reconnect_credit(*, user_id: int, ip: str | None) -> None:
+    """The next connect of this user, and of this IP, does not count (the server closed it)."""
     window = max(settings.PRESENCE_ABUSE_USER_WINDOW, settings.PRESENCE_ABUSE_IP_WINDOW)
-    await store.connect_credit(kind="user", key=str(consumer.user.pk), ttl=window)
-    if ip := consumer.scope.get("client_ip"):
+    await store.connect_credit(kind="user", key=str(user_id), ttl=window)
+    if ip:
         await store.connect_credit(kind="ip", key=ip, ttl=window)

@@ -175,10 +175,13 @@ def _server_conns_key(server: str) -> str:
 async def connection_register(
     *, channel: str, connection_id: str, user_id: int, username: str, ip: str, server: str
 ) -> None:
-    async with _redis().pipeline(transaction=True) as pipe:
-        pipe.hset(_conn_key(channel), mapping={"id": connection_id, "user_id": user_id, "username": username, "ip": ip})
-        pipe.sadd(_server_conns_key(server), channel)
-        await pipe.execute()
+    """Write a socket's record without counting or checking the connect (a handshake does
+    all three in connect_admit, which this calls so the record is written in one place)."""
+    registration = Registration(
+        channel=channel, connection_id=connection_id, user_id=user_id, username=username, ip=ip, server=server
+    )
+    await connect_admit(kind="user", key="", count=False, now_ms=0, window_ms=0, member="", ip=ip, user_agent="",
+                        deny=False, registration=registration)  # fmt: skip
 
 
 # A socket's end in one round trip: it leaves each of its rooms as _EXIT does, then its

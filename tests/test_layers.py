@@ -469,10 +469,10 @@ async def test_steady_members_miss_nothing_while_other_consumers_churn(make_laye
 
 async def test_echo_comes_back_through_redis_and_says_so_when_it_cannot(make_layer, redis_url):
     layer = make_layer()
-    assert await layer._get_layer().echo(within=TIMEOUT) is True
+    assert await layer.echo(within=TIMEOUT) is True
     assert layer._get_layer().local == {}, "its channel is gone after"
     nowhere = make_layer(hosts=[f"redis://127.0.0.1:{free_port()}/0"])
-    assert await nowhere._get_layer().echo(within=0.3) is False
+    assert await nowhere.echo(within=0.3) is False
 
 
 async def test_a_send_within_the_process_skips_redis(make_layer):
