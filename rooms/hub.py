@@ -56,9 +56,8 @@ class Recent:
 
     def keep(self, message_id: int, text: str, cap: int) -> None:
         self.texts[message_id] = text
-        if len(self.texts) > cap:
-            for old in sorted(self.texts)[: len(self.texts) - cap]:
-                del self.texts[old]
+        while len(self.texts) > cap:
+            del self.texts[min(self.texts)]
 
 
 class RoomHub:
